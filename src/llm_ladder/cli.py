@@ -1,0 +1,125 @@
+"""`ladder`: thin commands that parse arguments, build a config and call the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from llm_ladder.engines.base import EngineError, get_engine
+from llm_ladder.models import ModelError, ModelStore
+from llm_ladder.plan import PlanError, load_plan
+from llm_ladder.progress import ClimbProgress
+from llm_ladder.results import RunDir, default_run_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+models_app = typer.Typer(no_args_is_help=True, help="The local model store.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+ModelsDir = Annotated[
+    Path | None,
+    typer.Option("--models-dir", help="Model store (default $LADDER_MODELS_DIR or ~/.cache/llm-ladder/models)."),
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _import_engines() -> None:
+    import llm_ladder.engines.vllm  # noqa: F401  (registers the engine)
+
+
+@app.command()
+def climb(
+    plan: Annotated[str | None, typer.Argument(help="Plan file or shipped plan name (default: smollm2-cpu).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<timestamp>-<plan>).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue RUN_DIR, skipping rungs already completed.")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Requests per workload per rung (plan default 3).")] = None,
+    rung: Annotated[
+        list[str] | None, typer.Option(help="Only these rungs (repeatable); the first is the baseline.")
+    ] = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
+    from llm_ladder.climb import Climber
+    from llm_ladder.summary import to_markdown, to_table
+
+    _import_engines()
+    try:
+        the_plan = load_plan(plan)
+        if rung:
+            the_plan = the_plan.model_copy(update={"rungs": tuple(the_plan.rung(n) for n in rung)})
+        if trials:
+            the_plan = the_plan.model_copy(update={"trials": trials})
+        engine = get_engine(the_plan.engine)
+        store = ModelStore(models_dir)
+        from llm_ladder.climb import resolve_models
+
+        resolve_models(the_plan, store)  # every model exists (or is made) before any server starts
+    except (PlanError, ModelError, EngineError) as err:
+        fail(str(err))
+    run_path = resume or out or default_run_dir(the_plan.name)
+    run_dir = RunDir(run_path)
+    console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
+    with ClimbProgress(console, the_plan) as progress:
+        climber = Climber(the_plan, run_dir, engine, store, notify=progress.notify)
+        try:
+            summary = climber.run(resume=resume is not None, on_record=progress.advance)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: servers stopped, results so far are in results.jsonl[/yellow]")
+            raise typer.Exit(130) from None
+    run_dir.write_summary(summary, to_markdown(summary))
+    console.print(to_table(summary))
+    console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}")
+    if summary.failed:
+        fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)
+
+
+@models_app.command("list")
+def models_list(models_dir: ModelsDir = None) -> None:
+    """Show the models materialized in the store."""
+    store = ModelStore(models_dir)
+    entries = store.list()
+    if not entries:
+        console.print(f"no models in {store.root} (try: ladder models pull smollm2-135m-instruct)")
+    for m in entries:
+        console.print(f"{m.name:40} {m.size_bytes / 1e6:8.1f} MB  {m.quantization:16} {m.path}")
+
+
+@models_app.command("pull")
+def models_pull(name: str, models_dir: ModelsDir = None) -> None:
+    """Materialize a model the store knows how to make (the embedded default, or a quantized variant)."""
+    try:
+        console.print(str(ModelStore(models_dir).pull(name)))
+    except ModelError as err:
+        fail(str(err))
+
+
+@models_app.command("quantize")
+def models_quantize(
+    base: str,
+    scheme: Annotated[str, typer.Option(help="Quantization scheme.")] = "w8a8",
+    models_dir: ModelsDir = None,
+) -> None:
+    """Quantize a store model into `<base>-<scheme>` (compressed-tensors / torchao checkpoints vLLM loads)."""
+    from llm_ladder.quantize import SCHEMES
+
+    if scheme not in SCHEMES:
+        fail(f"unknown scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+    store = ModelStore(models_dir)
+    if not store.has(base) and not store.can_make(base):
+        fail(f"base model {base!r} is not in the store ({store.root})")
+    try:
+        console.print(str(store.pull(f"{base}-{scheme}")))
+    except ModelError as err:
+        fail(str(err))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m llm_ladder`
+    sys.exit(app())

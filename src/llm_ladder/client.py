@@ -1,0 +1,130 @@
+"""Streaming OpenAI chat client that times every request: TTFT, inter-token gaps, end-to-end.
+
+Token counts come from the server's `usage` (stream_options.include_usage), not from counting chunks:
+with speculative decoding one chunk can carry several tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from llm_ladder.plan import Workload
+
+
+class RequestRecord(BaseModel):
+    """One timed request. Times are seconds; `itl_s` are the gaps between content chunks."""
+
+    workload: str
+    trial: int
+    ok: bool = True
+    error: str | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = []
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    text: str = ""
+
+    @property
+    def decode_tps(self) -> float | None:
+        """Tokens after the first divided by the time after the first token."""
+        n, e2e, ttft = self.completion_tokens, self.e2e_s, self.ttft_s
+        if not self.ok or n is None or n < 2 or e2e is None or ttft is None or e2e <= ttft:
+            return None
+        return (n - 1) / (e2e - ttft)
+
+    @property
+    def e2e_tps(self) -> float | None:
+        if not self.ok or not self.completion_tokens or not self.e2e_s:
+            return None
+        return self.completion_tokens / self.e2e_s
+
+
+def chat_body(model: str, workload: Workload, seed: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": workload.prompt}],
+        "max_tokens": workload.max_tokens,
+        "temperature": workload.temperature,
+        "top_p": workload.top_p,
+        "seed": seed,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if workload.min_tokens:
+        body["min_tokens"] = workload.min_tokens  # vLLM extension: generation cannot stop before this
+    return body
+
+
+def _sse_payloads(line: str) -> dict[str, Any] | None:
+    """Decode one SSE line; None for keep-alives, comments, and the [DONE] sentinel."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    return json.loads(data)
+
+
+class _Timer:
+    """Accumulates chunk arrival times into a RequestRecord."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.record, self.start, self.last = record, time.perf_counter(), None
+        self.parts: list[str] = []
+
+    def on_chunk(self, chunk: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if error := chunk.get("error"):  # vLLM reports mid-stream failures as an error event
+            self.record.ok = False
+            self.record.error = str(error.get("message", error) if isinstance(error, dict) else error)
+        if usage := chunk.get("usage"):
+            self.record.prompt_tokens = usage.get("prompt_tokens")
+            self.record.completion_tokens = usage.get("completion_tokens")
+        for choice in chunk.get("choices") or []:
+            self.record.finish_reason = choice.get("finish_reason") or self.record.finish_reason
+            content = (choice.get("delta") or {}).get("content")
+            if not content:
+                continue
+            if self.last is None:
+                self.record.ttft_s = now - self.start
+            else:
+                self.record.itl_s.append(now - self.last)
+            self.last = now
+            self.parts.append(content)
+
+    def finish(self) -> RequestRecord:
+        self.record.e2e_s = time.perf_counter() - self.start
+        self.record.text = "".join(self.parts)
+        if self.record.ttft_s is None or self.record.completion_tokens is None:
+            missing = "content" if self.record.ttft_s is None else "usage"
+            self.record.ok, self.record.error = False, self.record.error or f"no {missing} in stream"
+        return self.record
+
+
+async def stream_chat(
+    http: httpx.AsyncClient, base_url: str, model: str, workload: Workload, trial: int, seed: int
+) -> RequestRecord:
+    """Send one streaming chat request; failures become a record with ok=False, never an exception."""
+    record = RequestRecord(workload=workload.name, trial=trial)
+    timer = _Timer(record)
+    try:
+        async with http.stream(
+            "POST", f"{base_url}/v1/chat/completions", json=chat_body(model, workload, seed)
+        ) as resp:
+            if resp.status_code != 200:
+                body = (await resp.aread()).decode(errors="replace")[:300]
+                record.ok, record.error = False, f"HTTP {resp.status_code}: {body}"
+                return timer.finish()
+            async for line in resp.aiter_lines():
+                if (chunk := _sse_payloads(line)) is not None:
+                    timer.on_chunk(chunk)
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        record.ok, record.error = False, f"{type(exc).__name__}: {exc}"
+    return timer.finish()

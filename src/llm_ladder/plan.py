@@ -1,0 +1,203 @@
+"""Plans: a model family's ladder of rungs, the workloads measured on each, and YAML loading.
+
+A plan is user input, so every model forbids unknown keys and errors name the offending field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PLANS_DIR = Path(__file__).parent / "plans"
+DEFAULT_PLAN = "smollm2-cpu"
+
+WORKSHOP_PROMPT = (
+    "Write a 5-sentence paragraph explaining the main benefit of using Jetson Thor "
+    "for an autonomous robotics developer."
+)
+LONG_PROMPT = (
+    "Write a detailed technical guide for a robotics team deploying a language model on an edge device. "
+    "Cover hardware selection, memory budgeting, quantization, serving, monitoring and failure recovery, "
+    "with several paragraphs for each topic."
+)
+SPEC_METHODS = {"ngram", "draft_model", "eagle", "eagle3", "medusa", "mtp", "suffix"}
+
+
+class PlanError(ValueError):
+    """A plan that cannot be used; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workload(Strict):
+    """One chat request shape, sent `trials` times per rung with seeds seed, seed+1, ..."""
+
+    name: str
+    prompt: str
+    max_tokens: int = Field(gt=0)
+    min_tokens: int = Field(default=0, ge=0)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Workload:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        return self
+
+
+DEFAULT_WORKLOADS = (
+    Workload(name="short", prompt=WORKSHOP_PROMPT, max_tokens=256, temperature=0.7),
+    # min_tokens keeps the output long without ignore_eos; sampling (not greedy) keeps a small model out of
+    # the repetition loops that make n-gram speculation look miraculous.
+    Workload(name="long", prompt=LONG_PROMPT, max_tokens=512, min_tokens=512, temperature=0.7),
+)
+
+
+class Rung(Strict):
+    """One engine configuration. Fields map one-to-one to vLLM flags; `extra_args` passes the rest as-is."""
+
+    name: str
+    model: str
+    served_name: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    speculative: dict[str, Any] | None = None
+    hf_overrides: dict[str, Any] | None = None
+    """Passed as --hf-overrides; e.g. a torchao config for online quantization (quantization: torchao)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list)
+    expect_log: list[str] = Field(default_factory=list)
+    """Regexes that must all appear in the engine log: proof that the rung really runs as labelled."""
+    startup_timeout_s: float = Field(default=900, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"rung name {v!r} must be letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("speculative")
+    @classmethod
+    def _spec(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("method") not in SPEC_METHODS:
+            raise ValueError(f"speculative.method must be one of {sorted(SPEC_METHODS)}, got {v.get('method')!r}")
+        return v
+
+    @field_validator("expect_log")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"expect_log pattern {pattern!r} is not a valid regex: {exc}") from None
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.served_name or self.model
+
+
+class Plan(Strict):
+    """A ladder: the first rung is the quality and speed baseline."""
+
+    name: str
+    description: str = ""
+    engine: str = "vllm"
+    trials: int = Field(default=3, ge=1)
+    warmup_requests: int = Field(default=1, ge=0)
+    workloads: tuple[Workload, ...] = DEFAULT_WORKLOADS
+    rungs: tuple[Rung, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Plan:
+        for kind, names in (
+            ("rung", [r.name for r in self.rungs]),
+            ("workload", [w.name for w in self.workloads]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
+        return self
+
+    @property
+    def baseline(self) -> Rung:
+        return self.rungs[0]
+
+    def rung(self, name: str) -> Rung:
+        for rung in self.rungs:
+            if rung.name == name:
+                return rung
+        raise PlanError(f"plan {self.name!r} has no rung {name!r} (rungs: {', '.join(r.name for r in self.rungs)})")
+
+
+def shipped_plans() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PLANS_DIR.glob("*.yaml"))}
+
+
+def resolve_plan_path(spec: str | Path | None) -> Path:
+    """A plan is a YAML path or the name of a shipped plan; None means the embedded default."""
+    spec = DEFAULT_PLAN if spec is None else spec
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_plans()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    raise PlanError(f"plan {str(spec)!r} is neither a file nor a shipped plan ({', '.join(shipped)})")
+
+
+def _merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """`defaults:` holds rung fields shared by every rung; a rung's own value wins."""
+    defaults = raw.pop("defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise PlanError("'defaults' must be a mapping of rung fields")
+    rungs = raw.get("rungs")
+    if isinstance(rungs, list):
+        raw["rungs"] = [{**defaults, **r} if isinstance(r, dict) else r for r in rungs]
+    return raw
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "plan"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def parse_plan(raw: Any, source: str = "plan") -> Plan:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{source}: a plan must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return Plan.model_validate(_merge_defaults(dict(raw)))
+    except ValidationError as err:
+        raise PlanError(f"{source}: {_describe(err)}") from None
+
+
+def load_plan(spec: str | Path | None = None) -> Plan:
+    path = resolve_plan_path(spec)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PlanError(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None
+    return parse_plan(raw, str(path))

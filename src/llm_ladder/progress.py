@@ -1,0 +1,43 @@
+"""Rich progress for a climb: one bar over every measured request, status lines above it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llm_ladder.client import RequestRecord
+from llm_ladder.plan import Plan
+
+
+class ClimbProgress:
+    """Context manager; `notify` prints a line, `advance` counts a finished request."""
+
+    def __init__(self, console: Console, plan: Plan) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        total = len(plan.rungs) * len(plan.workloads) * plan.trials
+        self.task = self.progress.add_task("requests", total=total)
+
+    def __enter__(self) -> ClimbProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def notify(self, message: str) -> None:
+        self.progress.console.print(message)
+        self.progress.update(self.task, description=message.split(":")[0].strip("[]/bold"))
+
+    def advance(self, record: RequestRecord) -> None:
+        status = "" if record.ok else f" [red]error: {record.error}[/red]"
+        tps = f"{record.decode_tps:.1f} tok/s" if record.decode_tps else "n/a"
+        self.console.print(f"  {record.workload} #{record.trial + 1}: {tps}{status}", highlight=False)
+        self.progress.advance(self.task)

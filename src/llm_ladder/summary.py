@@ -1,0 +1,120 @@
+"""The workshop-style table of a climb, as Markdown for summary.md and as a rich table for the terminal."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from llm_ladder.results import RungResult, RunSummary
+
+COLUMNS = (
+    "rung",
+    "model",
+    "weights GiB",
+    "peak mem GiB",
+    "startup s (compile)",
+    "TTFT ms",
+    "tok/s short",
+    "tok/s long",
+    "speedup",
+    "acceptance",
+    "status",
+)
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _spread(result: RungResult, workload: str) -> str:
+    """Median tok/s with the min–max over trials, and a flag when the output was degenerate."""
+    stats = result.workloads.get(workload)
+    if not stats or not stats.decode_tps:
+        return "n/a"
+    d = stats.decode_tps
+    text = f"{d.median:.1f}" if d.n == 1 else f"{d.median:.1f} ({d.min:.1f}–{d.max:.1f})"
+    return text + (" ⚠ repetitive" if stats.degenerate else "")
+
+
+def _acceptance(result: RungResult) -> str:
+    spec = result.spec.get("long") or next(iter(result.spec.values()), None)
+    if spec is None or spec.acceptance_rate is None:
+        return "–"
+    return f"{spec.acceptance_rate:.0%} (len {spec.mean_acceptance_length:.2f})"
+
+
+def _memory(result: RungResult) -> float | None:
+    m = result.memory
+    return None if m is None else (m.gpu_peak_gib if m.gpu_peak_gib is not None else m.peak_rss_gib)
+
+
+def row(result: RungResult, baseline: RungResult | None, speed_workload: str) -> list[str]:
+    ttft = result.workloads.get("short") or next(iter(result.workloads.values()), None)
+    startup = result.startup
+    startup_text = "n/a"
+    if startup and startup.total_s is not None:
+        startup_text = f"{startup.total_s:.0f} ({startup.compile_cache})"
+    base_tps = baseline.decode_tps(speed_workload) if baseline else None
+    tps = result.decode_tps(speed_workload)
+    speedup = f"{tps / base_tps:.2f}×" if tps and base_tps else "n/a"
+    return [
+        result.name,
+        result.model,
+        _num(result.weights_gib, "{:.2f}"),
+        _num(_memory(result), "{:.2f}"),
+        startup_text,
+        _num(ttft.ttft_ms.median if ttft and ttft.ttft_ms else None, "{:.0f}"),
+        _spread(result, "short"),
+        _spread(result, "long"),
+        speedup,
+        _acceptance(result),
+        result.status,
+    ]
+
+
+def rows(summary: RunSummary) -> list[list[str]]:
+    baseline = next((r for r in summary.rungs if r.name == summary.baseline and r.status == "ok"), None)
+    workload = "long" if any("long" in r.workloads for r in summary.rungs) else "short"
+    return [row(r, baseline, workload) for r in summary.rungs]
+
+
+def _notes(summary: RunSummary) -> list[str]:
+    notes = []
+    for r in summary.rungs:
+        if r.status != "ok":
+            notes.append(f"- **{r.name}** failed: {r.error}")
+        for name, stats in r.workloads.items():
+            if stats.degenerate:
+                notes.append(
+                    f"- **{r.name}** `{name}` output repeats itself (repeated 4-gram share "
+                    f"{stats.repetition.median:.0%}): its speed is not representative."
+                )
+    return notes
+
+
+def to_markdown(summary: RunSummary) -> str:
+    lines = [
+        f"# Climb: {summary.plan}",
+        "",
+        f"Started {summary.started_at}, baseline `{summary.baseline}`. Decode tok/s = tokens after the first ÷ "
+        "time after the first token; median over trials with (min–max). Speedup on the long workload.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows(summary)]
+    notes = _notes(summary)
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    lines += ["", "## Verification", ""]
+    for r in summary.rungs:
+        lines += [f"- **{r.name}**: " + ("; ".join(r.verification) or "not verified")]
+    return "\n".join(lines) + "\n"
+
+
+def to_table(summary: RunSummary) -> Table:
+    table = Table(title=f"ladder climb: {summary.plan}")
+    for col in COLUMNS:
+        table.add_column(col, overflow="fold")
+    for cells in rows(summary):
+        table.add_row(*cells, style=None if cells[-1] == "ok" else "red")
+    return table

@@ -1,0 +1,23 @@
+import sys
+
+import pytest
+
+from llm_ladder.engines.vllm import VllmEngine
+
+
+class FakeVllm(VllmEngine):
+    """The vLLM adapter pointed at the scripted mock server instead of vLLM: everything but the model."""
+
+    name = "fake-vllm"
+
+    def __init__(self) -> None:
+        super().__init__(python=sys.executable, module="llm_ladder.mock_server")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"\0" * 1024)
+    return d

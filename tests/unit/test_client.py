@@ -1,0 +1,49 @@
+import asyncio
+
+import httpx
+import pytest
+
+from llm_ladder.client import _sse_payloads, stream_chat
+from llm_ladder.engines.process import free_port
+from llm_ladder.mock_server import MockServer, Script
+from llm_ladder.plan import Workload
+
+W = Workload(name="w", prompt="hi", max_tokens=20, min_tokens=5, temperature=0.0)
+
+
+def _run(url, workload=W):
+    async def go():
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await stream_chat(http, url, "mock", workload, trial=0, seed=7)
+
+    return asyncio.run(go())
+
+
+def test_timings_match_the_scripted_server():
+    with MockServer(Script(ttft_ms=80, itl_ms=20, tokens=20)) as srv:
+        rec = _run(srv.url)
+        body = srv.state.requests[0]
+    assert rec.ok and rec.completion_tokens == 20 and rec.prompt_tokens == 10
+    assert 0.075 < rec.ttft_s < 0.2
+    assert len(rec.itl_s) == 19 and all(0.015 < gap < 0.1 for gap in rec.itl_s)
+    assert rec.decode_tps == pytest.approx(50, rel=0.3)
+    assert rec.text.startswith("word0 word1")
+    assert body["stream"] and body["stream_options"] == {"include_usage": True}
+    assert body["seed"] == 7 and body["min_tokens"] == 5 and body["max_tokens"] == 20
+
+
+def test_http_errors_become_failed_records():
+    with MockServer(Script(fail_status=503)) as srv:
+        rec = _run(srv.url)
+    assert not rec.ok and rec.error.startswith("HTTP 503")
+
+
+def test_connection_refused_becomes_a_failed_record():
+    rec = _run(f"http://127.0.0.1:{free_port()}")
+    assert not rec.ok and "ConnectError" in rec.error
+
+
+def test_sse_parsing_skips_comments_and_done():
+    assert _sse_payloads(": keep-alive") is None
+    assert _sse_payloads("data: [DONE]") is None
+    assert _sse_payloads('data: {"a": 1}') == {"a": 1}

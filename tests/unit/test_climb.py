@@ -1,0 +1,113 @@
+"""`ladder climb` end to end on the fake engine: files, failures, resume, bad input."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from llm_ladder.cli import app
+from llm_ladder.results import RunDir
+
+runner = CliRunner()
+
+
+def _plan(tmp_path, model_dir, rungs=None, **over):
+    plan = {
+        "name": "fake",
+        "engine": "fake-vllm",
+        "trials": 2,
+        "workloads": [
+            {"name": "short", "prompt": "hi", "max_tokens": 16},
+            {"name": "long", "prompt": "more", "max_tokens": 32},
+        ],
+        "rungs": rungs
+        or [
+            {"name": "base", "model": str(model_dir)},
+            {
+                "name": "spec",
+                "model": str(model_dir),
+                "speculative": {"method": "ngram"},
+                "extra_args": ["--spec-drafts", "2"],
+            },
+        ],
+        **over,
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def _climb(*args):
+    return runner.invoke(app, ["climb", *map(str, args)], catch_exceptions=False)
+
+
+def test_climb_writes_results_summary_and_logs(tmp_path, model_dir):
+    out = tmp_path / "run"
+    result = _climb(_plan(tmp_path, model_dir), "--out", out)
+    assert result.exit_code == 1, result.output  # the mock log lacks vLLM's speculative_config line
+    summary = json.loads((out / "results.json").read_text())
+    base, spec = summary["rungs"]
+    assert base["status"] == "ok" and summary["baseline"] == "base"
+    assert base["workloads"]["short"]["requests"] == 2
+    assert base["workloads"]["long"]["completion_tokens"]["median"] == 32
+    assert base["startup"]["weights_s"] == 0.25 and base["startup"]["total_s"] > 0
+    assert base["memory"]["peak_rss_gib"] > 0 and base["stop"]["leftover_pids"] == []
+    assert base["weights_gib"] == pytest.approx(0.13)
+    assert spec["spec"]["long"]["acceptance_rate"] == pytest.approx(0.5)
+    assert any(v.startswith("FAIL: log lacks") for v in spec["verification"])
+    assert any("drafted" in v for v in spec["verification"])
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [x["type"] for x in lines].count("request") == 8
+    md = (out / "summary.md").read_text()
+    assert "| base |" in md and "tok/s long" in md and "50% (len 2.00)" in md
+    assert (out / "logs" / "base.log").exists() and (out / "logs" / "spec.log").exists()
+
+
+def test_failed_rung_is_recorded_and_the_climb_goes_on(tmp_path, model_dir):
+    rungs = [
+        {"name": "base", "model": str(model_dir)},
+        {"name": "broken", "model": str(model_dir), "extra_args": ["--exit-code", "7"]},
+        {"name": "after", "model": str(model_dir)},
+    ]
+    out = tmp_path / "run"
+    result = _climb(_plan(tmp_path, model_dir, rungs), "--out", out, "--trials", "1")
+    assert result.exit_code == 1 and "1 rung(s) failed: broken" in result.output
+    rungs = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rungs"]}
+    assert rungs["broken"]["status"] == "failed" and "exited with code 7" in rungs["broken"]["error"]
+    assert "scripted startup failure" in rungs["broken"]["log_tail"]
+    assert rungs["after"]["status"] == "ok"
+
+
+def test_resume_skips_completed_rungs(tmp_path, model_dir):
+    rungs = [{"name": "base", "model": str(model_dir)}, {"name": "two", "model": str(model_dir)}]
+    plan = _plan(tmp_path, model_dir, rungs, trials=1)
+    out = tmp_path / "run"
+    assert _climb(plan, "--out", out, "--rung", "base").exit_code == 0
+    result = _climb(plan, "--resume", out)
+    assert result.exit_code == 0, result.output
+    assert "base: done in an earlier run, skipped" in result.output
+    names = [r["name"] for r in json.loads((out / "results.json").read_text())["rungs"]]
+    assert names == ["base", "two"]
+    starts = [e for e in RunDir(out).events() if e["type"] == "rung"]
+    assert [e["name"] for e in starts] == ["base", "two"]
+
+
+@pytest.mark.parametrize(
+    ("rungs", "message"),
+    [
+        ([{"name": "a", "model": "/no/such/dir"}], "is not a store name, a local directory or a hub id"),
+        ([{"name": "a", "model": "x", "bogus": 1}], "rungs.0.bogus: unknown key"),
+    ],
+)
+def test_bad_input_is_one_error_and_nothing_starts(tmp_path, model_dir, rungs, message):
+    out = tmp_path / "run"
+    result = _climb(_plan(tmp_path, model_dir, rungs), "--out", out)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("error:") == 1
+    assert not out.exists()
+
+
+def test_unknown_engine_is_rejected_before_starting(tmp_path, model_dir):
+    result = _climb(_plan(tmp_path, model_dir, engine="nope"), "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "unknown engine 'nope'" in result.output

@@ -1,0 +1,115 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, load_plan, parse_plan, shipped_plans
+
+
+def _plan(**over):
+    raw = {"name": "p", "rungs": [{"name": "a", "model": "org/m"}]}
+    raw.update(over)
+    return raw
+
+
+@pytest.mark.parametrize("name", ["smollm2-cpu", "thor-llama31-8b", "gpt-oss-120b"])
+def test_shipped_plans_validate(name):
+    plan = load_plan(name)
+    assert plan.rungs and plan.baseline is plan.rungs[0]
+
+
+def test_default_plan_is_the_four_rung_cpu_ladder():
+    plan = load_plan(None)
+    assert plan.name == "smollm2-cpu"
+    assert [r.name for r in plan.rungs] == ["bf16", "int8", "int4", "int4-spec"]
+    assert plan.rungs[-1].speculative["method"] == "ngram"
+
+
+def test_thor_plan_matches_the_workshop():
+    plan = load_plan("thor-llama31-8b")
+    assert [r.model for r in plan.rungs] == [
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "nvidia/Llama-3.1-8B-Instruct-FP8",
+        "nvidia/Llama-3.1-8B-Instruct-FP4",
+        "nvidia/Llama-3.1-8B-Instruct-FP4",
+    ]
+    spec = plan.rungs[-1].speculative
+    assert spec == {
+        "method": "eagle3",
+        "model": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
+        "num_speculative_tokens": 5,
+    }
+    assert all(r.gpu_memory_utilization and r.max_model_len and r.max_num_seqs for r in plan.rungs)
+
+
+def test_gpt_oss_plan_sets_offline_tiktoken():
+    rung = load_plan("gpt-oss-120b").rungs[0]
+    assert rung.model == "openai/gpt-oss-120b"
+    assert "TIKTOKEN_ENCODINGS_BASE" in rung.env
+
+
+def test_defaults_merge_under_rung_values():
+    plan = parse_plan(
+        _plan(
+            defaults={"max_model_len": 1024, "dtype": "bfloat16"},
+            rungs=[{"name": "a", "model": "m/x", "dtype": "half"}],
+        )
+    )
+    assert plan.rungs[0].max_model_len == 1024 and plan.rungs[0].dtype == "half"
+
+
+def test_default_workloads_are_the_workshop_prompt_and_a_long_one():
+    short, long = DEFAULT_WORKLOADS
+    assert "Jetson Thor" in short.prompt and short.max_tokens == 256 and short.temperature == 0.7
+    assert long.min_tokens >= 512
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_plan(bogus=1), "bogus: unknown key"),
+        (_plan(rungs=[{"name": "a", "model": "m/x", "dtyp": "x"}]), "rungs.0.dtyp: unknown key"),
+        (_plan(rungs=[]), "rungs"),
+        (
+            _plan(rungs=[{"name": "a", "model": "m/x"}, {"name": "a", "model": "m/y"}]),
+            "duplicate rung names: a",
+        ),
+        (_plan(rungs=[{"name": "a b", "model": "m/x"}]), "must be letters"),
+        (
+            _plan(rungs=[{"name": "a", "model": "m/x", "speculative": {"method": "magic"}}]),
+            "speculative.method",
+        ),
+        (_plan(rungs=[{"name": "a", "model": "m/x", "expect_log": ["("]}]), "not a valid regex"),
+        (
+            _plan(rungs=[{"name": "a", "model": "m/x", "gpu_memory_utilization": 1.5}]),
+            "gpu_memory_utilization",
+        ),
+        (
+            _plan(workloads=[{"name": "w", "prompt": "p", "max_tokens": 5, "min_tokens": 9}]),
+            "exceeds max_tokens",
+        ),
+        ([1, 2], "must be a YAML mapping"),
+    ],
+)
+def test_bad_plans_get_one_clear_error(raw, message):
+    with pytest.raises(PlanError, match=re.escape(message)):
+        parse_plan(raw, "test.yaml")
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nrungs: [\n  - a\n")
+    with pytest.raises(PlanError, match=r"bad.yaml: line \d+ malformed YAML"):
+        load_plan(bad)
+
+
+def test_unknown_plan_name_lists_the_shipped_ones():
+    with pytest.raises(PlanError, match="smollm2-cpu"):
+        load_plan("no-such-plan")
+    assert "smollm2-cpu" in shipped_plans()
+
+
+def test_rung_lookup_error_lists_rungs():
+    plan = load_plan("smollm2-cpu")
+    with pytest.raises(PlanError, match=r"has no rung 'fp8'.*bf16"):
+        plan.rung("fp8")
