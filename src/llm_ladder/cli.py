@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,15 @@ ModelsDir = Annotated[
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) takes the Ctrl-C path: servers stopped, results kept."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _import_engines() -> None:
@@ -66,13 +76,16 @@ def climb(
         fail(str(err))
     run_path = resume or out or default_run_dir(the_plan.name)
     run_dir = RunDir(run_path)
+    _interrupt_on_sigterm()
     console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
     with ClimbProgress(console, the_plan) as progress:
         climber = Climber(the_plan, run_dir, engine, store, notify=progress.notify)
         try:
             summary = climber.run(resume=resume is not None, on_record=progress.advance)
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: servers stopped, results so far are in results.jsonl[/yellow]")
+            if climber.summary is not None:
+                run_dir.write_summary(climber.summary, to_markdown(climber.summary))
+            console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
             raise typer.Exit(130) from None
     run_dir.write_summary(summary, to_markdown(summary))
     console.print(to_table(summary))
@@ -121,5 +134,6 @@ def models_quantize(
         fail(str(err))
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m llm_ladder`
+def main() -> None:
+    """Entry point for `python -m llm_ladder`."""
     sys.exit(app())

@@ -73,11 +73,13 @@ class Climber:
 
     def __init__(self, plan: Plan, run_dir: RunDir, engine: Engine, store: ModelStore, notify: Notify) -> None:
         self.plan, self.run_dir, self.engine, self.store, self.notify = plan, run_dir, engine, store, notify
+        self.summary: RunSummary | None = None
+        """The summary so far: complete after `run`, partial if it was interrupted."""
 
     def run(self, resume: bool = False, on_record: Callable[[RequestRecord], None] | None = None) -> RunSummary:
         rungs = resolve_models(self.plan, self.store)
         done = self.run_dir.completed_rungs() if resume else {}
-        summary = RunSummary(
+        self.summary = summary = RunSummary(
             plan=self.plan.name,
             started_at=datetime.now(UTC).isoformat(),
             host=host_info(),
@@ -89,8 +91,7 @@ class Climber:
                 self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
                 summary.rungs.append(done[original.name])
                 continue
-            result = self.climb_rung(original, rungs[original.name], on_record)
-            summary.rungs.append(result)
+            self.climb_rung(original, rungs[original.name], on_record)
         summary.finished_at = datetime.now(UTC).isoformat()
         return summary
 
@@ -112,8 +113,7 @@ class Climber:
         except EngineError as err:
             result.error, result.log_tail = str(err), err.log_tail
             self.notify(f"[red]{rung.name}: {err}[/red]")
-            self.run_dir.append("rung", result)
-            return result
+            return self._record(result)
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
         try:
@@ -127,8 +127,15 @@ class Climber:
         finally:
             result.memory = sampler.stop()
             self._stop(server, result, available_before)
-            self.run_dir.append("rung", result)
+            self._record(result)
         self._report(result)
+        return result
+
+    def _record(self, result: RungResult) -> RungResult:
+        """Append the rung to the log at once, and to the summary so far."""
+        self.run_dir.append("rung", result)
+        if self.summary is not None:
+            self.summary.rungs.append(result)
         return result
 
     def _measure(

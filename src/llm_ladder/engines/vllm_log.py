@@ -18,8 +18,11 @@ STAGE_PATTERNS = {
 }
 WEIGHTS_GIB = re.compile(rf"Model loading took {_NUM} GiB")
 COMPILE_COMPILATION = re.compile(rf"\(compilation: {_NUM} s")
-COLD = re.compile(r"Compiling a graph for (?:dynamic shape|compile range)|Compiling model again")
-WARM = re.compile(r"Directly load the compiled graph")
+COMPILE_WARMUP = re.compile(rf"Initial profiling/warmup run took {_NUM} s")
+COLD = re.compile(
+    r"Compiling a graph for (?:dynamic shape|compile range)|Compiling model again|saved AOT compiled function"
+)
+WARM = re.compile(r"Directly load the compiled graph|Directly load AOT compilation")
 
 
 def _last_float(pattern: re.Pattern[str], text: str) -> float | None:
@@ -30,8 +33,9 @@ def _last_float(pattern: re.Pattern[str], text: str) -> float | None:
 def parse_startup(text: str) -> StartupStages:
     """Startup stages as vLLM logged them; absent stages stay None (eager mode has no compile or graphs)."""
     stages = {key: _last_float(pat, text) for key, pat in STAGE_PATTERNS.items()}
-    if stages["compile_s"] is None:
-        stages["compile_s"] = _last_float(COMPILE_COMPILATION, text)
+    for fallback in (COMPILE_COMPILATION, COMPILE_WARMUP):  # vLLM CPU logs only the compile warmup run
+        if stages["compile_s"] is None:
+            stages["compile_s"] = _last_float(fallback, text)
     cache = "cold" if COLD.search(text) else "warm" if WARM.search(text) else "n/a"
     return StartupStages(**stages, compile_cache=cache, weights_gib=_last_float(WEIGHTS_GIB, text))
 

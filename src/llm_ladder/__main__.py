@@ -1,0 +1,3 @@
+from llm_ladder.cli import main
+
+main()

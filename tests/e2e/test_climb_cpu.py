@@ -1,0 +1,67 @@
+"""A real two-rung climb (bf16 + int4) on vLLM's CPU build, through the `ladder` command."""
+
+import json
+import subprocess
+import sys
+
+import psutil
+import yaml
+
+from llm_ladder.plan import load_plan
+
+
+def _e2e_plan(tmp_path):
+    """The default plan's bf16 and int4 rungs, eager mode and short outputs to keep CI within minutes."""
+    plan = load_plan("smollm2-cpu")
+    rungs = [
+        r.model_dump(exclude_defaults=True) | {"enforce_eager": True} for r in plan.rungs if r.name in ("bf16", "int4")
+    ]
+    raw = {
+        "name": "smollm2-cpu-e2e",
+        "trials": 1,
+        "workloads": [
+            {"name": "short", "prompt": plan.workloads[0].prompt, "max_tokens": 48},
+            {"name": "long", "prompt": plan.workloads[1].prompt, "max_tokens": 96, "min_tokens": 96},
+        ],
+        "rungs": rungs,
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _vllm_processes():
+    return [
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "VLLM" in (p.info["name"] or "") or "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_two_rung_climb_on_vllm_cpu(tmp_path):
+    out = tmp_path / "run"
+    before = set(_vllm_processes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_ladder", "climb", str(_e2e_plan(tmp_path)), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    bf16, int4 = summary["rungs"]
+    for rung in (bf16, int4):
+        assert rung["status"] == "ok", rung["error"]
+        assert rung["workloads"]["long"]["completion_tokens"]["median"] == 96
+        assert rung["workloads"]["short"]["decode_tps"]["median"] > 0
+        assert rung["startup"]["weights_s"] is not None and rung["startup"]["total_s"] > 0
+        assert rung["memory"]["peak_rss_gib"] > 0.2
+        assert rung["stop"]["leftover_pids"] == [] and rung["stop"]["memory_released"]
+        assert all(v.startswith("ok") for v in rung["verification"])
+    assert "--enforce-eager" in int4["command"] and "torchao" in int4["command"]
+    assert "quantization=torchao" in (out / "logs" / "int4.log").read_text()
+    md = (out / "summary.md").read_text()
+    assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert sum(json.loads(x)["type"] == "request" for x in lines) == 4
+    assert set(_vllm_processes()) <= before
