@@ -10,8 +10,8 @@ class FakeVllm(VllmEngine):
 
     name = "fake-vllm"
 
-    def __init__(self) -> None:
-        super().__init__(python=sys.executable, module="llm_ladder.mock_server")
+    def __init__(self, **kwargs) -> None:
+        super().__init__(python=sys.executable, module="llm_ladder.mock_server", **kwargs)
 
 
 @pytest.fixture

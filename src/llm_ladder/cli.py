@@ -54,10 +54,11 @@ def climb(
     rung: Annotated[
         list[str] | None, typer.Option(help="Only these rungs (repeatable); the first is the baseline.")
     ] = None,
+    port: Annotated[int | None, typer.Option(help="Serve every rung on this port (default: a free one).")] = None,
     models_dir: ModelsDir = None,
 ) -> None:
     """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
-    from llm_ladder.climb import Climber
+    from llm_ladder.climb import Climber, resolve_models
     from llm_ladder.summary import to_markdown, to_table
 
     _import_engines()
@@ -67,10 +68,9 @@ def climb(
             the_plan = the_plan.model_copy(update={"rungs": tuple(the_plan.rung(n) for n in rung)})
         if trials:
             the_plan = the_plan.model_copy(update={"trials": trials})
-        engine = get_engine(the_plan.engine)
+        engine = get_engine(the_plan.engine, **({"port": port} if port else {}))
+        engine.preflight()
         store = ModelStore(models_dir)
-        from llm_ladder.climb import resolve_models
-
         resolve_models(the_plan, store)  # every model exists (or is made) before any server starts
     except (PlanError, ModelError, EngineError) as err:
         fail(str(err))

@@ -1,6 +1,7 @@
 """`ladder climb` end to end on the fake engine: files, failures, resume, bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ from llm_ladder.cli import app
 from llm_ladder.results import RunDir
 
 runner = CliRunner()
+CLI_WITH_FAKE_ENGINE = "import tests.conftest; from llm_ladder.cli import main; main()"
 
 
 def _plan(tmp_path, model_dir, rungs=None, **over):
@@ -111,3 +113,66 @@ def test_bad_input_is_one_error_and_nothing_starts(tmp_path, model_dir, rungs, m
 def test_unknown_engine_is_rejected_before_starting(tmp_path, model_dir):
     result = _climb(_plan(tmp_path, model_dir, engine="nope"), "--out", tmp_path / "run")
     assert result.exit_code == 2 and "unknown engine 'nope'" in result.output
+
+
+def test_occupied_port_is_rejected_before_starting(tmp_path, model_dir):
+    from llm_ladder.mock_server import MockServer
+
+    with MockServer() as busy:
+        port = busy.url.rsplit(":", 1)[1]
+        result = _climb(_plan(tmp_path, model_dir), "--out", tmp_path / "run", "--port", port)
+    assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is already in use" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_fixed_port_is_used(tmp_path, model_dir):
+    from llm_ladder.engines.process import free_port
+
+    port = free_port()
+    rungs = [{"name": "base", "model": str(model_dir)}]
+    result = _climb(_plan(tmp_path, model_dir, rungs, trials=1), "--out", tmp_path / "run", "--port", port)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["rungs"][0]["command"][-1] == str(port)
+
+
+def test_ctrl_c_stops_servers_and_keeps_results(tmp_path, model_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    rungs = [{"name": "slow", "model": str(model_dir), "extra_args": ["--itl-ms", "200", "--tokens", "200"]}]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLI_WITH_FAKE_ENGINE,
+            "climb",
+            str(_plan(tmp_path, model_dir, rungs)),
+            "--out",
+            str(out),
+        ],
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out / "logs" / "slow.log").exists():
+        time.sleep(0.2)
+    time.sleep(3)  # the server is up and a request is streaming
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    events = RunDir(out).events()
+    assert events[-1]["type"] == "rung" and events[-1]["error"] == "interrupted"
+    assert json.loads((out / "results.json").read_text())["rungs"][0]["name"] == "slow"

@@ -72,6 +72,10 @@ class Engine(ABC):
         if getattr(cls, "name", None):
             Engine.registry[cls.name] = cls
 
+    def preflight(self) -> None:
+        """Check what can be checked before anything starts (ports, binaries); raise EngineError."""
+        return None
+
     @abstractmethod
     def start(self, rung: Rung, model_path: str, run_dir: Path) -> Server:
         """Start serving `rung` (its model resolved to `model_path`); raise EngineError on failure."""

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from llm_ladder.engines.base import Engine, Server, StopReport
-from llm_ladder.engines.process import ManagedProcess, free_port
+from llm_ladder.engines.base import Engine, EngineError, Server, StopReport
+from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
 from llm_ladder.engines.vllm_log import expected_patterns, missing_patterns, parse_startup
 from llm_ladder.plan import Rung
 
@@ -48,9 +48,15 @@ class VllmEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, python: str | None = None, module: str = API_MODULE, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, python: str | None = None, module: str = API_MODULE, host: str = "127.0.0.1", port: int | None = None
+    ) -> None:
         self.python = python or os.environ.get("LADDER_VLLM_PYTHON") or sys.executable
-        self.module, self.host = module, host
+        self.module, self.host, self.port = module, host, port
+
+    def preflight(self) -> None:
+        if self.port is not None and port_in_use(self.port, self.host):
+            raise EngineError(f"port {self.port} on {self.host} is already in use")
 
     def command(self, rung: Rung, model_path: str, port: int) -> list[str]:
         return [
@@ -65,7 +71,7 @@ class VllmEngine(Engine):
         ]
 
     def start(self, rung: Rung, model_path: str, run_dir: Path) -> Server:
-        port = free_port(self.host)
+        port = self.port or free_port(self.host)
         cmd = self.command(rung, model_path, port)
         log_path = run_dir / "logs" / f"{rung.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
