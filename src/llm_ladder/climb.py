@@ -18,10 +18,10 @@ from llm_ladder.measure import WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, Rung
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
-from llm_ladder.telemetry import GIB, MemorySampler, host_available_gib
+from llm_ladder.telemetry import GIB, MemorySampler, snapshot
 
 RELEASE_TOLERANCE_GIB = 0.5
-"""Host memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
+"""Memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
 
 Notify = Callable[[str], None]
 
@@ -107,7 +107,7 @@ class Climber:
             config=original.model_dump(),
         )
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
-        available_before = host_available_gib()
+        before = snapshot()
         try:
             server = self.engine.start(rung, rung.model, self.run_dir.path)
         except EngineError as err:
@@ -126,7 +126,7 @@ class Climber:
             result.log_tail = log_tail(server.log_path)
         finally:
             result.memory = sampler.stop()
-            self._stop(server, result, available_before)
+            self._stop(server, result, before)
             self._record(result)
         self._report(result)
         return result
@@ -165,13 +165,14 @@ class Climber:
         else:
             result.status = "ok"
 
-    def _stop(self, server: Server, result: RungResult, available_before: float) -> None:
+    def _stop(self, server: Server, result: RungResult, before: tuple[float, float | None]) -> None:
         stop = self.engine.stop(server)
-        result.memory.host_available_before_gib = available_before
-        result.memory.host_available_after_gib = after = host_available_gib()
-        if after < available_before - RELEASE_TOLERANCE_GIB:
+        memory = result.memory
+        memory.host_available_before_gib, memory.gpu_used_before_gib = before
+        memory.host_available_after_gib, memory.gpu_used_after_gib = snapshot()
+        if unreleased := memory.unreleased(RELEASE_TOLERANCE_GIB):
             stop.memory_released = False
-            stop.detail = (stop.detail + f"; host has {available_before - after:.2f} GiB less available").lstrip("; ")
+            stop.detail = "; ".join(filter(None, [stop.detail, unreleased]))
         result.stop = stop
         if stop.leftover_pids or not stop.memory_released:
             result.status = "failed"

@@ -20,6 +20,19 @@ class MemoryStats(BaseModel):
     gpu_peak_gib: float | None = None
     host_available_before_gib: float | None = None
     host_available_after_gib: float | None = None
+    gpu_used_before_gib: float | None = None
+    gpu_used_after_gib: float | None = None
+
+    def unreleased(self, tolerance_gib: float) -> str:
+        """What the stop did not give back, beyond the tolerance; empty when all came back."""
+        problems = []
+        host_b, host_a = self.host_available_before_gib, self.host_available_after_gib
+        if host_b is not None and host_a is not None and host_a < host_b - tolerance_gib:
+            problems.append(f"host has {host_b - host_a:.2f} GiB less available")
+        gpu_b, gpu_a = self.gpu_used_before_gib, self.gpu_used_after_gib
+        if gpu_b is not None and gpu_a is not None and gpu_a > gpu_b + tolerance_gib:
+            problems.append(f"GPU holds {gpu_a - gpu_b:.2f} GiB more than before")
+        return "; ".join(problems)
 
 
 def tree_rss(pids: list[int]) -> int:
@@ -31,8 +44,10 @@ def tree_rss(pids: list[int]) -> int:
     return total
 
 
-def host_available_gib() -> float:
-    return psutil.virtual_memory().available / GIB
+def snapshot() -> tuple[float, float | None]:
+    """Host memory available and GPU memory used, in GiB (None without NVML)."""
+    used = _Nvml().used()
+    return psutil.virtual_memory().available / GIB, None if used is None else used / GIB
 
 
 class _Nvml:

@@ -73,3 +73,14 @@ def test_spec_counters_give_acceptance_rate_and_length():
     window = spec - SpecStats(drafts=50, draft_tokens=200, accepted_tokens=50)
     assert window.acceptance_rate == pytest.approx(0.5)
     assert parse_spec_counters("").acceptance_rate is None
+
+
+def test_unreleased_memory_is_named():
+    from llm_ladder.telemetry import MemoryStats
+
+    ok = MemoryStats(host_available_before_gib=20, host_available_after_gib=19.8)
+    assert ok.unreleased(0.5) == ""
+    leak = MemoryStats(
+        host_available_before_gib=20, host_available_after_gib=18, gpu_used_before_gib=1, gpu_used_after_gib=9
+    )
+    assert leak.unreleased(0.5) == "host has 2.00 GiB less available; GPU holds 8.00 GiB more than before"
