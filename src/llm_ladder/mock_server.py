@@ -142,6 +142,16 @@ class MockServer:
         self.httpd.server_close()
 
 
+def _hold_gpu_memory(gib: float) -> object:
+    """Allocate and touch `gib` GiB on the first CUDA device, as an engine's weights and KV cache would."""
+    import torch
+
+    buf = torch.empty(int(gib * 1024**3), dtype=torch.uint8, device="cuda")
+    buf.fill_(1)
+    torch.cuda.synchronize()
+    return buf
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run as a fake engine process: print vLLM-like startup lines, then serve until terminated."""
     p = argparse.ArgumentParser()
@@ -151,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--exit-code", type=int, default=None, help="exit with this code during startup")
     p.add_argument("--spec-drafts", type=int, default=0)
+    p.add_argument("--gpu-gib", type=float, default=0, help="hold this much GPU memory (torch, CUDA) while serving")
     args, _vllm_flags = p.parse_known_args(argv)
+    held = _hold_gpu_memory(args.gpu_gib) if args.gpu_gib else None  # noqa: F841  (kept alive while serving)
     print("INFO Loading weights took 0.25 seconds", flush=True)
     print("INFO Model loading took 0.13 GiB memory and 0.5 seconds", flush=True)
     if args.exit_code is not None:
