@@ -159,6 +159,9 @@ class Climber:
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung.model)
         errors = sum(s.errors for s in result.workloads.values())
+        if (code := server.process.proc.poll()) is not None:
+            result.verification.append(f"FAIL: engine exited with code {code} while being measured")
+            result.log_tail = log_tail(server.log_path)
         failed_checks = [c for c in result.verification if c.startswith("FAIL")]
         if errors or failed_checks:
             result.error = "; ".join(failed_checks + ([f"{errors} request(s) failed"] if errors else []))

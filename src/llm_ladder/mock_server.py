@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,8 @@ class Script:
     text: str = "word"
     fail_status: int | None = None
     startup_delay_s: float = 0.0
+    die_after: int | None = None
+    """Exit the whole process (a crash) after serving this many chat requests."""
     spec_drafts_per_token: int = 0
     """When > 0, /metrics counts this many draft tokens (half accepted) per generated token."""
 
@@ -75,6 +78,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             _stream(self.wfile, state, n, body.get("model", "mock"))
             self.close_connection = True
+            if script.die_after is not None and len(state.requests) >= script.die_after:
+                print("ERROR scripted crash", flush=True)
+                os._exit(9)
 
     return Handler
 
@@ -161,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--exit-code", type=int, default=None, help="exit with this code during startup")
     p.add_argument("--spec-drafts", type=int, default=0)
+    p.add_argument("--die-after", type=int, default=None, help="crash after this many chat requests")
     p.add_argument("--gpu-gib", type=float, default=0, help="hold this much GPU memory (torch, CUDA) while serving")
     args, _vllm_flags = p.parse_known_args(argv)
     held = _hold_gpu_memory(args.gpu_gib) if args.gpu_gib else None  # noqa: F841  (kept alive while serving)
@@ -172,7 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     print("INFO torch.compile takes 1.50 s in total", flush=True)
     print("INFO init engine (profile, create kv cache, warmup model) took 2.00 s", flush=True)
     script = Script(
-        ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, tokens=args.tokens, spec_drafts_per_token=args.spec_drafts
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        tokens=args.tokens,
+        die_after=args.die_after,
+        spec_drafts_per_token=args.spec_drafts,
     )
     with MockServer(script, port=args.port):
         print("INFO Application startup complete.", flush=True)

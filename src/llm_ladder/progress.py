@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from llm_ladder.client import RequestRecord
 from llm_ladder.plan import Plan
@@ -34,7 +35,7 @@ class ClimbProgress:
 
     def notify(self, message: str) -> None:
         self.progress.console.print(message)
-        self.progress.update(self.task, description=message.split(":")[0].strip("[]/bold"))
+        self.progress.update(self.task, description=Text.from_markup(message).plain.split(":")[0])
 
     def advance(self, record: RequestRecord) -> None:
         status = "" if record.ok else f" [red]error: {record.error}[/red]"

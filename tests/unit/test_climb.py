@@ -176,3 +176,18 @@ def test_ctrl_c_stops_servers_and_keeps_results(tmp_path, model_dir):
     events = RunDir(out).events()
     assert events[-1]["type"] == "rung" and events[-1]["error"] == "interrupted"
     assert json.loads((out / "results.json").read_text())["rungs"][0]["name"] == "slow"
+
+
+def test_engine_crash_mid_rung_is_recorded_with_its_log_tail(tmp_path, model_dir):
+    rungs = [
+        {"name": "crashy", "model": str(model_dir), "extra_args": ["--die-after", "2"]},
+        {"name": "after", "model": str(model_dir)},
+    ]
+    out = tmp_path / "run"
+    result = _climb(_plan(tmp_path, model_dir, rungs), "--out", out)
+    assert result.exit_code == 1
+    crashy, after = json.loads((out / "results.json").read_text())["rungs"]
+    assert crashy["status"] == "failed" and "exited with code 9" in crashy["error"]
+    assert "request(s) failed" in crashy["error"] and "scripted crash" in crashy["log_tail"]
+    assert crashy["stop"]["leftover_pids"] == []
+    assert after["status"] == "ok"
