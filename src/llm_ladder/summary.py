@@ -91,6 +91,26 @@ def _notes(summary: RunSummary) -> list[str]:
     return notes
 
 
+STAGE_COLUMNS = ("rung", "weights load s", "compile s", "graph capture s", "engine init s", "total s", "compile cache")
+
+
+def _stage_rows(summary: RunSummary) -> list[list[str]]:
+    out = []
+    for r in summary.rungs:
+        st = r.startup
+        if st is None:
+            continue
+        values = (st.weights_s, st.compile_s, st.graph_capture_s, st.engine_init_s, st.total_s)
+        out.append([r.name, *(_num(v) for v in values), st.compile_cache])
+    return out
+
+
+def _md_table(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(c) + " |" for c in body
+    ]
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -98,10 +118,14 @@ def to_markdown(summary: RunSummary) -> str:
         f"Started {summary.started_at}, baseline `{summary.baseline}`. Decode tok/s = tokens after the first ÷ "
         "time after the first token; median over trials with (min–max). Speedup on the long workload.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        *_md_table(COLUMNS, rows(summary)),
+        "",
+        "## Startup stages",
+        "",
+        "As vLLM logged them; total = wall time until /health answered. On CPU, compile = the compile warmup run.",
+        "",
+        *_md_table(STAGE_COLUMNS, _stage_rows(summary)),
     ]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows(summary)]
     notes = _notes(summary)
     if notes:
         lines += ["", "## Notes", "", *notes]

@@ -63,6 +63,7 @@ def test_climb_writes_results_summary_and_logs(tmp_path, model_dir):
     assert [x["type"] for x in lines].count("request") == 8
     md = (out / "summary.md").read_text()
     assert "| base |" in md and "tok/s long" in md and "50% (len 2.00)" in md
+    assert "## Startup stages" in md and "| base | 0.2 | 1.5 |" in md
     assert (out / "logs" / "base.log").exists() and (out / "logs" / "spec.log").exists()
 
 
