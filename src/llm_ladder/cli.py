@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from llm_ladder.engines.base import EngineError, get_engine
 from llm_ladder.models import ModelError, ModelStore
@@ -16,7 +17,11 @@ from llm_ladder.plan import PlanError, load_plan
 from llm_ladder.progress import ClimbProgress
 from llm_ladder.results import RunDir, default_run_dir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Climb the quality-first LLM optimization ladder on a real vLLM engine and compare every rung.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="The local model store.")
 app.add_typer(models_app, name="models")
 console = Console()
@@ -101,8 +106,11 @@ def models_list(models_dir: ModelsDir = None) -> None:
     entries = store.list()
     if not entries:
         console.print(f"no models in {store.root} (try: ladder models pull smollm2-135m-instruct)")
+    table = Table("name", "weights MB", "quantization", title=f"models in {store.root}")
     for m in entries:
-        console.print(f"{m.name:40} {m.size_bytes / 1e6:8.1f} MB  {m.quantization:16} {m.path}")
+        table.add_row(m.name, f"{m.size_bytes / 1e6:.1f}", m.quantization)
+    if entries:
+        console.print(table)
 
 
 @models_app.command("pull")
