@@ -52,11 +52,16 @@ def resolve_models(plan: Plan, store: ModelStore) -> dict[str, Rung]:
     return resolved
 
 
-def _weights_gib(server: Server, model_path: str) -> float | None:
+def _weights_gib(server: Server, rung: Rung) -> float | None:
+    """Weights in memory as vLLM logged them, else the checkpoint's size on disk; None when neither is true,
+    as for online quantization (the checkpoint is 16-bit, the weights in memory are not)."""
     if server.startup.weights_gib is not None:
         return server.startup.weights_gib
-    files = list(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
-    return sum(f.stat().st_size for f in files) / GIB if files else None
+    path = Path(rung.model)
+    files = list(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files or (rung.quantization and "quantization_config" not in (path / "config.json").read_text()):
+        return None
+    return sum(f.stat().st_size for f in files) / GIB
 
 
 def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[str, SpecSummary], list[str]]:
@@ -157,7 +162,7 @@ class Climber:
         result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in measured.items()}
         result.spec, spec_checks = _spec_checks(rung, measured)
         result.verification = checks + spec_checks
-        result.weights_gib = _weights_gib(server, rung.model)
+        result.weights_gib = _weights_gib(server, rung)
         errors = sum(s.errors for s in result.workloads.values())
         if (code := server.process.proc.poll()) is not None:
             result.verification.append(f"FAIL: engine exited with code {code} while being measured")
