@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -50,6 +51,16 @@ def resolve_models(plan: Plan, store: ModelStore) -> dict[str, Rung]:
             update["speculative"] = {**rung.speculative, "model": store.resolve(rung.speculative["model"])}
         resolved[rung.name] = rung.model_copy(update=update)
     return resolved
+
+
+SECRET_KEY = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def public_config(rung: Rung) -> dict[str, object]:
+    """The rung as recorded in results: environment values that look like secrets are masked."""
+    config = rung.model_dump()
+    config["env"] = {k: "***" if SECRET_KEY.search(k) else v for k, v in rung.env.items()}
+    return config
 
 
 def _weights_gib(server: Server, rung: Rung) -> float | None:
@@ -109,7 +120,7 @@ class Climber:
             status="failed",
             model=original.model,
             model_path=rung.model,
-            config=original.model_dump(),
+            config=public_config(original),
         )
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
         before = snapshot()

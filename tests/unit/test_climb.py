@@ -192,3 +192,13 @@ def test_engine_crash_mid_rung_is_recorded_with_its_log_tail(tmp_path, model_dir
     assert "request(s) failed" in crashy["error"] and "scripted crash" in crashy["log_tail"]
     assert crashy["stop"]["leftover_pids"] == []
     assert after["status"] == "ok"
+
+
+def test_secrets_in_rung_env_never_reach_results(tmp_path, model_dir):
+    rungs = [{"name": "base", "model": str(model_dir), "env": {"HF_TOKEN": "hf_s3cret", "VLLM_CPU_KVCACHE_SPACE": "2"}}]
+    out = tmp_path / "run"
+    assert _climb(_plan(tmp_path, model_dir, rungs, trials=1), "--out", out).exit_code == 0
+    for name in ("results.json", "results.jsonl", "summary.md", "logs/base.log"):
+        assert "hf_s3cret" not in (out / name).read_text()
+    config = json.loads((out / "results.json").read_text())["rungs"][0]["config"]
+    assert config["env"] == {"HF_TOKEN": "***", "VLLM_CPU_KVCACHE_SPACE": "2"}
