@@ -130,6 +130,10 @@ class Climber:
             result.error, result.log_tail = str(err), err.log_tail
             self.notify(f"[red]{rung.name}: {err}[/red]")
             return self._record(result)
+        except KeyboardInterrupt:  # the engine stopped its half-started server
+            result.error = "interrupted during startup"
+            self._record(result)
+            raise
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
         try:
