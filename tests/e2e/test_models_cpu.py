@@ -15,6 +15,9 @@ def test_pull_is_idempotent_and_quantize_writes_a_vllm_config():
     base = store.pull(DEFAULT_MODEL)
     assert (base / "model.safetensors").exists() and (base / "tokenizer.json").exists()
     assert "chat_template" in (base / "tokenizer_config.json").read_text() or (base / "chat_template.jinja").exists()
+    stamp = (base / "model.safetensors").stat().st_mtime_ns
+    assert store.pull(DEFAULT_MODEL) == base  # idempotent: the second call finds it, nothing is rebuilt
+    assert (base / "model.safetensors").stat().st_mtime_ns == stamp
     result = runner.invoke(app, ["models", "quantize", DEFAULT_MODEL, "--scheme", "w8a8"])
     assert result.exit_code == 0, result.output
     q = json.loads((store.path(f"{DEFAULT_MODEL}-w8a8") / "config.json").read_text())["quantization_config"]
