@@ -82,6 +82,12 @@ def _notes(summary: RunSummary) -> list[str]:
     for r in summary.rungs:
         if r.status != "ok":
             notes.append(f"- **{r.name}** failed: {r.error}")
+        for name, spec in r.spec.items():
+            if spec.draft_tokens and not spec.accepted_tokens:
+                notes.append(
+                    f"- **{r.name}** `{name}`: vLLM rejected all {spec.draft_tokens:.0f} drafted tokens; "
+                    "speculation only costs time here."
+                )
         for name, stats in r.workloads.items():
             if stats.degenerate:
                 notes.append(

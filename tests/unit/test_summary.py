@@ -1,0 +1,62 @@
+from llm_ladder.metrics import Spread, WorkloadStats
+from llm_ladder.results import RungResult, RunSummary, SpecSummary
+from llm_ladder.summary import rows, to_markdown
+
+
+def _stats(tps, repetition=0.1):
+    s = Spread(median=tps, min=tps - 1, max=tps + 1, n=3)
+    return WorkloadStats(
+        requests=3,
+        errors=0,
+        ttft_ms=Spread(median=100, min=90, max=110, n=3),
+        decode_tps=s,
+        e2e_tps=s,
+        itl_p50_ms=10,
+        itl_p95_ms=12,
+        prompt_tokens=20,
+        completion_tokens=Spread(median=512, min=512, max=512, n=3),
+        repetition=Spread(median=repetition, min=repetition, max=repetition, n=3),
+        degenerate=repetition > 0.5,
+    )
+
+
+def _summary():
+    base = RungResult(
+        name="bf16", status="ok", model="m", config={}, workloads={"short": _stats(10), "long": _stats(10)}
+    )
+    fast = RungResult(
+        name="int4",
+        status="ok",
+        model="m-q",
+        config={},
+        workloads={"short": _stats(20), "long": _stats(25, repetition=0.8)},
+    )
+    spec = RungResult(
+        name="spec",
+        status="ok",
+        model="m-q",
+        config={},
+        workloads={"long": _stats(8)},
+        spec={
+            "long": SpecSummary(
+                drafts=10, draft_tokens=40, accepted_tokens=0, acceptance_rate=0.0, mean_acceptance_length=1.0
+            )
+        },
+    )
+    broken = RungResult(name="broken", status="failed", model="m", config={}, error="engine exited with code 1")
+    return RunSummary(plan="p", started_at="now", baseline="bf16", rungs=[base, fast, spec, broken])
+
+
+def test_rows_give_speedup_on_long_outputs_with_spread():
+    table = {r[0]: r for r in rows(_summary())}
+    assert table["bf16"][8] == "1.00×" and table["int4"][8] == "2.50×"
+    assert table["int4"][7] == "25.0 (24.0–26.0) ⚠ repetitive"
+    assert table["spec"][9] == "0% (len 1.00)"
+    assert table["broken"][6] == "n/a" and table["broken"][-1] == "failed"
+
+
+def test_markdown_explains_failures_loops_and_useless_speculation():
+    md = to_markdown(_summary())
+    assert "**broken** failed: engine exited with code 1" in md
+    assert "**int4** `long` output repeats itself" in md
+    assert "**spec** `long`: vLLM rejected all 40 drafted tokens" in md
