@@ -29,9 +29,13 @@ def test_warm_gpu_startup_stages():
     assert s.compile_cache == "warm"
 
 
-def test_recompile_after_cache_load_failure_counts_as_cold():
-    text = "Compiling model again due to a load failure from /root/.cache/vllm, reason: 'function' object"
-    assert parse_startup(text).compile_cache == "cold"
+def test_recompile_after_cache_load_failure_is_named():
+    text = (
+        "WARNING [decorators.py:333] [backbone] Compiling model again due to a load failure from /root/.cache/vllm/x\n"
+        "INFO [decorators.py:743] [backbone] saved AOT compiled function to /root/.cache/vllm/x"
+    )
+    assert parse_startup(text).compile_cache == "cache-failed"
+    assert parse_startup(text.splitlines()[1]).compile_cache == "cold"
     assert parse_startup("").compile_cache == "n/a"
 
 

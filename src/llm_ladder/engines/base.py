@@ -32,7 +32,8 @@ class StartupStages(BaseModel):
     engine_init_s: float | None = None
     total_s: float | None = None
     compile_cache: str = "n/a"
-    """'cold' (compiled now), 'warm' (loaded from the compile cache) or 'n/a' (eager mode / not logged)."""
+    """'cold' (compiled now), 'warm' (loaded from the compile cache), 'cache-failed' (a cache was there but
+    vLLM could not load it and compiled again) or 'n/a' (eager mode / not logged)."""
     weights_gib: float | None = None
 
 

@@ -19,9 +19,8 @@ STAGE_PATTERNS = {
 WEIGHTS_GIB = re.compile(rf"Model loading took {_NUM} GiB")
 COMPILE_COMPILATION = re.compile(rf"\(compilation: {_NUM} s")
 COMPILE_WARMUP = re.compile(rf"Initial profiling/warmup run took {_NUM} s")
-COLD = re.compile(
-    r"Compiling a graph for (?:dynamic shape|compile range)|Compiling model again|saved AOT compiled function"
-)
+COLD = re.compile(r"Compiling a graph for (?:dynamic shape|compile range)|saved AOT compiled function")
+RELOAD_FAILED = re.compile(r"Compiling model again due to a load failure")
 WARM = re.compile(r"Directly load the compiled graph|Directly load AOT compilation")
 
 
@@ -36,7 +35,15 @@ def parse_startup(text: str) -> StartupStages:
     for fallback in (COMPILE_COMPILATION, COMPILE_WARMUP):  # vLLM CPU logs only the compile warmup run
         if stages["compile_s"] is None:
             stages["compile_s"] = _last_float(fallback, text)
-    cache = "cold" if COLD.search(text) else "warm" if WARM.search(text) else "n/a"
+    cache = (
+        "cache-failed"  # a compile cache was there, vLLM could not load it and compiled again
+        if RELOAD_FAILED.search(text)
+        else "cold"
+        if COLD.search(text)
+        else "warm"
+        if WARM.search(text)
+        else "n/a"
+    )
     return StartupStages(**stages, compile_cache=cache, weights_gib=_last_float(WEIGHTS_GIB, text))
 
 
