@@ -33,7 +33,7 @@ ModelsDir = Annotated[
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -64,15 +64,13 @@ def climb(
 ) -> None:
     """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
     from llm_ladder.climb import Climber, resolve_models
-    from llm_ladder.summary import to_markdown, to_table
+    from llm_ladder.summary import to_table
 
     _import_engines()
     try:
-        the_plan = load_plan(plan)
-        if rung:
-            the_plan = the_plan.model_copy(update={"rungs": tuple(the_plan.rung(n) for n in rung)})
-        if trials:
-            the_plan = the_plan.model_copy(update={"trials": trials})
+        the_plan = load_plan(plan).select(rung, trials)
+        if resume and not RunDir.exists(resume):
+            raise PlanError(f"--resume {resume}: no results.jsonl there to resume from")
         engine = get_engine(the_plan.engine, **({"port": port} if port else {}))
         engine.preflight()
         store = ModelStore(models_dir)
@@ -88,11 +86,8 @@ def climb(
         try:
             summary = climber.run(resume=resume is not None, on_record=progress.advance)
         except KeyboardInterrupt:
-            if climber.summary is not None:
-                run_dir.write_summary(climber.summary, to_markdown(climber.summary))
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
             raise typer.Exit(130) from None
-    run_dir.write_summary(summary, to_markdown(summary))
     console.print(to_table(summary))
     console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}")
     if summary.failed:

@@ -19,6 +19,7 @@ from llm_ladder.measure import WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, Rung
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
+from llm_ladder.summary import to_markdown
 from llm_ladder.telemetry import GIB, MemorySampler, snapshot
 
 RELEASE_TOLERANCE_GIB = 0.5
@@ -93,6 +94,14 @@ class Climber:
         """The summary so far: complete after `run`, partial if it was interrupted."""
 
     def run(self, resume: bool = False, on_record: Callable[[RequestRecord], None] | None = None) -> RunSummary:
+        """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done."""
+        try:
+            return self._run(resume, on_record)
+        finally:
+            if self.summary is not None:
+                self.run_dir.write_summary(self.summary, to_markdown(self.summary))
+
+    def _run(self, resume: bool, on_record: Callable[[RequestRecord], None] | None) -> RunSummary:
         rungs = resolve_models(self.plan, self.store)
         done = self.run_dir.completed_rungs() if resume else {}
         self.summary = summary = RunSummary(
@@ -103,7 +112,7 @@ class Climber:
             rungs=[],
         )
         for original in self.plan.rungs:
-            if original.name in done:
+            if original.name in done and done[original.name].config == public_config(original):
                 self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
                 summary.rungs.append(done[original.name])
                 continue

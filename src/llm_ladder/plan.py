@@ -139,6 +139,15 @@ class Plan(Strict):
     def baseline(self) -> Rung:
         return self.rungs[0]
 
+    def select(self, rungs: list[str] | None = None, trials: int | None = None) -> Plan:
+        """The plan narrowed to some rungs (in the order given: the first becomes the baseline), or re-trialed."""
+        update: dict[str, Any] = {}
+        if rungs:
+            update["rungs"] = tuple(self.rung(n) for n in rungs)
+        if trials:
+            update["trials"] = trials
+        return self.model_copy(update=update)
+
     def rung(self, name: str) -> Rung:
         for rung in self.rungs:
             if rung.name == name:

@@ -88,6 +88,10 @@ class RunDir:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return (path / "results.jsonl").is_file()
+
     @property
     def jsonl(self) -> Path:
         return self.path / "results.jsonl"

@@ -202,3 +202,18 @@ def test_secrets_in_rung_env_never_reach_results(tmp_path, model_dir):
         assert "hf_s3cret" not in (out / name).read_text()
     config = json.loads((out / "results.json").read_text())["rungs"][0]["config"]
     assert config["env"] == {"HF_TOKEN": "***", "VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+def test_resume_reruns_a_rung_whose_config_changed(tmp_path, model_dir):
+    rungs = [{"name": "base", "model": str(model_dir)}]
+    out = tmp_path / "run"
+    assert _climb(_plan(tmp_path, model_dir, rungs, trials=1), "--out", out).exit_code == 0
+    changed = [{"name": "base", "model": str(model_dir), "max_model_len": 512}]
+    result = _climb(_plan(tmp_path, model_dir, changed, trials=1), "--resume", out)
+    assert result.exit_code == 0 and "skipped" not in result.output
+    assert [e["type"] for e in RunDir(out).events()].count("rung") == 2
+
+
+def test_resume_needs_an_earlier_run(tmp_path, model_dir):
+    result = _climb(_plan(tmp_path, model_dir), "--resume", tmp_path / "nothing")
+    assert result.exit_code == 2 and "no results.jsonl there to resume from" in result.output
