@@ -12,11 +12,17 @@ estimate leans low rather than inventing divergence; the larger k, the tighter i
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, computed_field
+
+EVAL_TEXT = Path(__file__).parent / "data" / "eval_text.md"
 
 TAIL_FLOOR = 1e-10
 """Smallest tail mass used on the rung side, so a rung that puts all its top-k mass on few tokens stays finite."""
@@ -68,8 +74,33 @@ def kl_divergence(base: Position, rung: Position) -> float:
     return max(kl, 0.0)
 
 
-@dataclass(frozen=True)
-class Agreement:
+def eval_chunks(text_path: Path | None, chunk_chars: int) -> list[str]:
+    """The evaluation text (minus an HTML comment header) packed paragraph-wise into chunks."""
+    text = (text_path or EVAL_TEXT).read_text()
+    if text.startswith("<!--"):
+        text = text.split("-->", 1)[1]
+    chunks: list[str] = []
+    for para in (p.strip() for p in text.split("\n\n")):
+        if not para:
+            continue
+        if chunks and len(chunks[-1]) + len(para) + 2 <= chunk_chars:
+            chunks[-1] += "\n\n" + para
+        else:
+            chunks.append(para)
+    return chunks
+
+
+def save_positions(path: Path, positions: Sequence[Position]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[p.actual, p.actual_logprob, sorted(p.top.items())] for p in positions]
+    path.write_text(json.dumps(rows))
+
+
+def load_positions(path: Path) -> list[Position]:
+    return [Position(a, lp, {int(t): v for t, v in top}) for a, lp, top in json.loads(path.read_text())]
+
+
+class Agreement(BaseModel):
     """A rung against the baseline over the same prompt tokens."""
 
     tokens: int
@@ -80,9 +111,15 @@ class Agreement:
     same_top: float
     """Share of positions where both put the same token first."""
 
+    @computed_field
     @property
     def perplexity_ratio(self) -> float:
         return self.perplexity / self.baseline_perplexity
+
+    @computed_field
+    @property
+    def same_top_ci95(self) -> tuple[float, float]:
+        return wilson_interval(round(self.same_top * self.tokens), self.tokens)
 
 
 def agreement(base: Sequence[Position], rung: Sequence[Position]) -> Agreement:

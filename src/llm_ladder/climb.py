@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from llm_ladder.agreement import agreement, load_positions, save_positions
 from llm_ladder.client import RequestRecord
 from llm_ladder.engines.base import Engine, EngineError, Server
 from llm_ladder.engines.process import log_tail
@@ -20,7 +21,7 @@ from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, Rung
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
 from llm_ladder.summary import to_markdown
-from llm_ladder.telemetry import GIB, MemorySampler, snapshot
+from llm_ladder.telemetry import GIB, MemorySampler, Snapshot
 
 RELEASE_TOLERANCE_GIB = 0.5
 """Memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
@@ -117,6 +118,7 @@ class Climber:
                 summary.rungs.append(done[original.name])
                 continue
             self.climb_rung(original, rungs[original.name], on_record)
+        self._agreements(summary)
         summary.finished_at = datetime.now(UTC).isoformat()
         return summary
 
@@ -132,7 +134,7 @@ class Climber:
             config=public_config(original),
         )
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
-        before = snapshot()
+        before = Snapshot()
         try:
             server = self.engine.start(rung, rung.model, self.run_dir.path)
         except EngineError as err:
@@ -151,7 +153,9 @@ class Climber:
             result.error = "interrupted"
             raise
         except Exception as err:  # a crash mid-rung is recorded, and the climb goes on
-            result.error = f"{type(err).__name__}: {err}"
+            exited = server.process.proc.poll()
+            cause = f"engine exited with code {exited}; " if exited is not None else ""
+            result.error = f"{cause}{type(err).__name__}: {err}"
             result.log_tail = log_tail(server.log_path)
         finally:
             result.memory = sampler.stop()
@@ -159,6 +163,24 @@ class Climber:
             self._record(result)
         self._report(result)
         return result
+
+    def logprobs_path(self, rung: str) -> Path:
+        return self.run_dir.path / "logprobs" / f"{rung}.json"
+
+    def _agreements(self, summary: RunSummary) -> None:
+        """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""
+        base_path = self.logprobs_path(summary.baseline)
+        if not self.plan.agreement.enabled or not base_path.exists():
+            return
+        base = load_positions(base_path)
+        for result in summary.rungs:
+            path = self.logprobs_path(result.name)
+            if result.status != "ok" or not path.exists():
+                continue
+            try:
+                result.agreement = agreement(base, load_positions(path))
+            except ValueError as err:
+                result.agreement_error = str(err)
 
     def _record(self, result: RungResult) -> RungResult:
         """Append the rung to the log at once, and to the summary so far."""
@@ -182,9 +204,12 @@ class Climber:
                 on_record(r)
 
         measured = measure_server(server.base_url, server.model_name, self.plan, record)
-        result.workloads = {name: r.stats for name, r in measured.items()}
-        result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in measured.items()}
-        result.spec, spec_checks = _spec_checks(rung, measured)
+        workloads = measured.workloads
+        result.workloads = {name: r.stats for name, r in workloads.items()}
+        result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
+        if measured.positions is not None:
+            save_positions(self.logprobs_path(rung.name), measured.positions)
+        result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung)
         errors = sum(s.errors for s in result.workloads.values())
@@ -197,11 +222,10 @@ class Climber:
         else:
             result.status = "ok"
 
-    def _stop(self, server: Server, result: RungResult, before: tuple[float, float | None]) -> None:
+    def _stop(self, server: Server, result: RungResult, before: Snapshot) -> None:
         stop = self.engine.stop(server)
         memory = result.memory
-        memory.host_available_before_gib, memory.gpu_used_before_gib = before
-        memory.host_available_after_gib, memory.gpu_used_after_gib = snapshot()
+        before.record_after(memory)
         if unreleased := memory.unreleased(RELEASE_TOLERANCE_GIB):
             stop.memory_released = False
             stop.detail = "; ".join(filter(None, [stop.detail, unreleased]))

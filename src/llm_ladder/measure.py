@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
+from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs
 from llm_ladder.client import RequestRecord, stream_chat
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
@@ -47,20 +48,52 @@ async def _run_workload(
     return WorkloadResult(summarize(records), records, spec)
 
 
-async def _measure(
-    base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]
-) -> dict[str, WorkloadResult]:
+async def prompt_logprobs(
+    http: httpx.AsyncClient, base_url: str, model: str, chunks: list[str], k: int
+) -> list[Position]:
+    """Top-k prompt logprobs of every token of `chunks` (one /v1/completions request per chunk)."""
+    positions: list[Position] = []
+    for chunk in chunks:
+        body = {
+            "model": model,
+            "prompt": chunk,
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": k,
+            "return_token_ids": True,
+        }
+        resp = await http.post(f"{base_url}/v1/completions", json=body)
+        if resp.status_code != 200:
+            raise RuntimeError(f"prompt logprobs: HTTP {resp.status_code}: {resp.text[:200]}")
+        choice = resp.json()["choices"][0]
+        positions += parse_prompt_logprobs(choice["prompt_logprobs"], choice["prompt_token_ids"], k)
+    return positions
+
+
+class Measured:
+    """A rung's measurements: the workloads and, when the plan asks, its prompt logprobs."""
+
+    def __init__(self, workloads: dict[str, WorkloadResult], positions: list[Position] | None) -> None:
+        self.workloads, self.positions = workloads, positions
+
+
+async def _measure(base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]) -> Measured:
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
         for i in range(plan.warmup_requests):
             warm = plan.workloads[0]
             record = await stream_chat(http, base_url, model, warm, trial=-1 - i, seed=warm.seed)
             if not record.ok:
                 raise RuntimeError(f"warmup request failed: {record.error}")
-        return {w.name: await _run_workload(http, base_url, model, w, plan.trials, on_record) for w in plan.workloads}
+        workloads = {
+            w.name: await _run_workload(http, base_url, model, w, plan.trials, on_record) for w in plan.workloads
+        }
+        spec = plan.agreement
+        chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
+        positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
+        return Measured(workloads, positions)
 
 
-def measure_server(
-    base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]
-) -> dict[str, WorkloadResult]:
-    """Warm up (not counted), then run each workload `plan.trials` times, one request at a time."""
+def measure_server(base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]) -> Measured:
+    """Warm up (not counted), run each workload `plan.trials` times one request at a time, then read the
+    prompt logprobs of the evaluation text."""
     return asyncio.run(_measure(base_url, model, plan, on_record))

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +29,8 @@ class Script:
     startup_delay_s: float = 0.0
     die_after: int | None = None
     """Exit the whole process (a crash) after serving this many chat requests."""
+    logprob_shift: float = 0.0
+    """Moves prompt-logprob mass away from the actual token: 0 behaves like a baseline, ~2 flips the top token."""
     spec_drafts_per_token: int = 0
     """When > 0, /metrics counts this many draft tokens (half accepted) per generated token."""
 
@@ -65,6 +68,9 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path == "/v1/completions" and body.get("prompt_logprobs"):
+                self._send(200, json.dumps(_completion_with_logprobs(body, state.script)).encode())
+                return
             with state.lock:
                 state.requests.append(body)
             script = state.script
@@ -83,6 +89,26 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 os._exit(9)
 
     return Handler
+
+
+VOCAB = 5000
+
+
+def _completion_with_logprobs(body: dict, script: Script) -> dict:
+    """Prompt logprobs in vLLM's shape over a toy tokenizer (one token per word)."""
+    ids = [zlib.crc32(word.encode()) % VOCAB for word in str(body["prompt"]).split()]
+    k = int(body["prompt_logprobs"])
+    entries: list[dict | None] = [None]
+    for tok in ids[1:]:
+        cands = {tok: -0.3 - script.logprob_shift}
+        for j in range(1, k):
+            cands[(tok + j) % VOCAB] = -1.5 - j + (script.logprob_shift if j == 1 else 0.0)
+        ranked = sorted(cands.items(), key=lambda kv: -kv[1])
+        entries.append(
+            {str(t): {"logprob": lp, "rank": r + 1, "decoded_token": "w"} for r, (t, lp) in enumerate(ranked)}
+        )
+    choice = {"index": 0, "text": "w", "prompt_logprobs": entries, "prompt_token_ids": ids, "finish_reason": "length"}
+    return {"id": "mock", "object": "text_completion", "model": body.get("model"), "choices": [choice]}
 
 
 def _chunk(model: str, content: str | None, finish: str | None = None, usage: dict | None = None) -> bytes:
@@ -167,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--exit-code", type=int, default=None, help="exit with this code during startup")
     p.add_argument("--spec-drafts", type=int, default=0)
+    p.add_argument("--logprob-shift", type=float, default=0.0)
     p.add_argument("--die-after", type=int, default=None, help="crash after this many chat requests")
     p.add_argument("--gpu-gib", type=float, default=0, help="hold this much GPU memory (torch, CUDA) while serving")
     args, _vllm_flags = p.parse_known_args(argv)
@@ -183,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         itl_ms=args.itl_ms,
         tokens=args.tokens,
         die_after=args.die_after,
+        logprob_shift=args.logprob_shift,
         spec_drafts_per_token=args.spec_drafts,
     )
     with MockServer(script, port=args.port):

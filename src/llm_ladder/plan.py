@@ -61,6 +61,18 @@ DEFAULT_WORKLOADS = (
 )
 
 
+class AgreementSpec(Strict):
+    """Prompt logprobs of every rung on one fixed text, compared with the baseline's (see agreement.py)."""
+
+    enabled: bool = True
+    top_k: int = Field(default=10, ge=1, le=20)
+    """Candidates per position; vLLM serves at most 20 (its max_logprobs) unless started otherwise."""
+    text: Path | None = None
+    """A UTF-8 text file; default: the public-domain text shipped with llm-ladder (2,088 SmolLM2 tokens)."""
+    chunk_chars: int = Field(default=2500, ge=200)
+    """Paragraphs are packed into requests of at most this many characters, to stay inside max_model_len."""
+
+
 class Rung(Strict):
     """One engine configuration. Fields map one-to-one to vLLM flags; `extra_args` passes the rest as-is."""
 
@@ -122,6 +134,7 @@ class Plan(Strict):
     trials: int = Field(default=3, ge=1)
     warmup_requests: int = Field(default=1, ge=0)
     workloads: tuple[Workload, ...] = DEFAULT_WORKLOADS
+    agreement: AgreementSpec = AgreementSpec()
     rungs: tuple[Rung, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

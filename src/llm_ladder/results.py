@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import StartupStages, StopReport
 from llm_ladder.metrics import SpecStats, WorkloadStats
 from llm_ladder.telemetry import MemoryStats
@@ -52,6 +53,9 @@ class RungResult(BaseModel):
     """Spec-decode counters per workload (absent for rungs without speculation)."""
     verification: list[str] = []
     """What was checked to prove the rung ran as labelled, each line 'ok: ...' or 'FAIL: ...'."""
+    agreement: Agreement | None = None
+    """Against the baseline's prompt logprobs: perplexity (ratio), mean / p99 KL, same-top share with its CI."""
+    agreement_error: str | None = None
     stop: StopReport | None = None
     sample_outputs: dict[str, str] = {}
     error: str | None = None

@@ -117,6 +117,32 @@ def _md_table(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
     ]
 
 
+AGREEMENT_COLUMNS = ("rung", "tokens", "perplexity", "ratio", "mean KL", "p99 KL", "same top % (95% CI)")
+
+
+def _agreement_rows(summary: RunSummary) -> list[list[str]]:
+    out = []
+    for r in summary.rungs:
+        a = r.agreement
+        if a is None:
+            if r.agreement_error:
+                out.append([r.name, "n/a", "n/a", "n/a", "n/a", "n/a", r.agreement_error])
+            continue
+        lo, hi = a.same_top_ci95
+        out.append(
+            [
+                r.name,
+                str(a.tokens),
+                f"{a.perplexity:.3f}",
+                f"{a.perplexity_ratio:.4f}",
+                f"{a.mean_kl:.5f}",
+                f"{a.p99_kl:.4f}",
+                f"{a.same_top:.1%} ({lo:.1%}–{hi:.1%})",
+            ]
+        )
+    return out
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -132,6 +158,16 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         *_md_table(STAGE_COLUMNS, _stage_rows(summary)),
     ]
+    if agreement_rows := _agreement_rows(summary):
+        lines += [
+            "",
+            "## Agreement with the baseline",
+            "",
+            "Prompt logprobs (top-k) of every rung on the same fixed text, against the baseline's: perplexity and "
+            "its ratio, KL divergence (top-k plus a tail bucket), and how often both rank the same token first.",
+            "",
+            *_md_table(AGREEMENT_COLUMNS, agreement_rows),
+        ]
     notes = _notes(summary)
     if notes:
         lines += ["", "## Notes", "", *notes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -22,13 +23,18 @@ class MemoryStats(BaseModel):
     host_available_after_gib: float | None = None
     gpu_used_before_gib: float | None = None
     gpu_used_after_gib: float | None = None
+    shm_left_gib: float | None = None
+    """Shared-memory segments (/dev/shm) that appeared during the rung and outlived the engine."""
 
     def unreleased(self, tolerance_gib: float) -> str:
-        """What the stop did not give back, beyond the tolerance; empty when all came back."""
+        """What the stop did not give back, beyond the tolerance; empty when all came back.
+
+        Host 'available' memory is recorded but not judged: other processes move it. On the host, memory
+        comes back when the engine's processes are gone (checked by the stop) and left no shared memory.
+        """
         problems = []
-        host_b, host_a = self.host_available_before_gib, self.host_available_after_gib
-        if host_b is not None and host_a is not None and host_a < host_b - tolerance_gib:
-            problems.append(f"host has {host_b - host_a:.2f} GiB less available")
+        if self.shm_left_gib is not None and self.shm_left_gib > tolerance_gib:
+            problems.append(f"{self.shm_left_gib:.2f} GiB of shared memory left in /dev/shm")
         gpu_b, gpu_a = self.gpu_used_before_gib, self.gpu_used_after_gib
         if gpu_b is not None and gpu_a is not None and gpu_a > gpu_b + tolerance_gib:
             problems.append(f"GPU holds {gpu_a - gpu_b:.2f} GiB more than before")
@@ -44,10 +50,34 @@ def tree_rss(pids: list[int]) -> int:
     return total
 
 
-def snapshot() -> tuple[float, float | None]:
-    """Host memory available and GPU memory used, in GiB (None without NVML)."""
-    used = _Nvml().used()
-    return psutil.virtual_memory().available / GIB, None if used is None else used / GIB
+SHM = Path("/dev/shm")
+
+
+class Snapshot:
+    """Memory state before a rung starts, to compare with after it stopped."""
+
+    def __init__(self) -> None:
+        used = _Nvml().used()
+        self.host_available_gib = psutil.virtual_memory().available / GIB
+        self.gpu_used_gib = None if used is None else used / GIB
+        self.shm = set(SHM.iterdir()) if SHM.is_dir() else set()
+
+    def record_after(self, memory: MemoryStats) -> None:
+        """Fill `memory` with the before/after values and the shared memory left since this snapshot."""
+        after = Snapshot()
+        memory.host_available_before_gib, memory.host_available_after_gib = (
+            self.host_available_gib,
+            after.host_available_gib,
+        )
+        memory.gpu_used_before_gib, memory.gpu_used_after_gib = self.gpu_used_gib, after.gpu_used_gib
+        memory.shm_left_gib = sum(_size(p) for p in after.shm - self.shm) / GIB
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class _Nvml:

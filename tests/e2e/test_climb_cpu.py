@@ -62,6 +62,9 @@ def test_two_rung_climb_on_vllm_cpu(tmp_path):
     assert int4["weights_gib"] is None  # online quantization: the disk size would be the bf16 one
     assert "--enforce-eager" in int4["command"] and "torchao" in int4["command"]
     assert "quantization=torchao" in (out / "logs" / "int4.log").read_text()
+    same, drift = bf16["agreement"], int4["agreement"]
+    assert same["tokens"] >= 2000 and same["perplexity_ratio"] == 1 and same["same_top"] == 1
+    assert drift["tokens"] == same["tokens"] and drift["mean_kl"] > 0 and drift["same_top"] < 1
     md = (out / "summary.md").read_text()
     assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md
     lines = (out / "results.jsonl").read_text().splitlines()

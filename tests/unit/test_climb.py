@@ -162,10 +162,11 @@ def test_ctrl_c_stops_servers_and_keeps_results(tmp_path, model_dir):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (out / "logs" / "slow.log").exists():
+    log = out / "logs" / "slow.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "startup complete" not in (log.read_text() if log.exists() else ""):
         time.sleep(0.2)
-    time.sleep(3)  # the server is up and a request is streaming
+    time.sleep(2)  # the server is up and a request is streaming
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children
     proc.send_signal(signal.SIGINT)
@@ -189,7 +190,7 @@ def test_engine_crash_mid_rung_is_recorded_with_its_log_tail(tmp_path, model_dir
     assert result.exit_code == 1
     crashy, after = json.loads((out / "results.json").read_text())["rungs"]
     assert crashy["status"] == "failed" and "exited with code 9" in crashy["error"]
-    assert "request(s) failed" in crashy["error"] and "scripted crash" in crashy["log_tail"]
+    assert "scripted crash" in crashy["log_tail"]
     assert crashy["stop"]["leftover_pids"] == []
     assert after["status"] == "ok"
 
@@ -217,3 +218,24 @@ def test_resume_reruns_a_rung_whose_config_changed(tmp_path, model_dir):
 def test_resume_needs_an_earlier_run(tmp_path, model_dir):
     result = _climb(_plan(tmp_path, model_dir), "--resume", tmp_path / "nothing")
     assert result.exit_code == 2 and "no results.jsonl there to resume from" in result.output
+
+
+def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
+    rungs = [
+        {"name": "base", "model": str(model_dir)},
+        {"name": "same", "model": str(model_dir)},
+        {"name": "drift", "model": str(model_dir), "extra_args": ["--logprob-shift", "2"]},
+    ]
+    out = tmp_path / "run"
+    assert _climb(_plan(tmp_path, model_dir, rungs, trials=1), "--out", out).exit_code == 0
+    by_name = {r["name"]: r["agreement"] for r in json.loads((out / "results.json").read_text())["rungs"]}
+    assert by_name["base"]["mean_kl"] == pytest.approx(0, abs=1e-12) and by_name["base"]["same_top"] == 1
+    assert by_name["same"]["perplexity_ratio"] == pytest.approx(1.0)
+    drift = by_name["drift"]
+    assert drift["tokens"] > 1000 and drift["same_top"] == 0 and drift["mean_kl"] > 0.1
+    assert drift["perplexity_ratio"] > 2
+    lo, hi = drift["same_top_ci95"]
+    assert lo == pytest.approx(0, abs=1e-12) and 0 < hi < 0.01
+    assert (out / "logprobs" / "drift.json").exists()
+    md = (out / "summary.md").read_text()
+    assert "## Agreement with the baseline" in md and "| drift |" in md
