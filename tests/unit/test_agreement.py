@@ -68,3 +68,24 @@ def test_wilson_interval():
     lo, hi = wilson_interval(20, 40)
     assert lo == pytest.approx(0.352, abs=0.002) and hi == pytest.approx(0.648, abs=0.002)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_eval_text_is_chunked_by_paragraph_within_the_limit(tmp_path):
+    from llm_ladder.agreement import EVAL_TEXT, eval_chunks
+
+    chunks = eval_chunks(None, 2500)
+    assert len(chunks) >= 4 and all(len(c) <= 2500 for c in chunks)
+    assert "Lighthouse Keeper" in chunks[0] and "<!--" not in chunks[0]
+    words = EVAL_TEXT.read_text().split("-->", 1)[1].split()
+    assert " ".join(chunks).split() == words  # nothing lost or reordered
+    own = tmp_path / "t.txt"
+    own.write_text("one\n\ntwo\n\nthree")
+    assert eval_chunks(own, 200) == ["one\n\ntwo\n\nthree"]
+
+
+def test_positions_survive_a_round_trip(tmp_path):
+    from llm_ladder.agreement import load_positions, save_positions
+
+    positions = [_pos(1, {1: 0.6, 2: 0.4}), _pos(2, {2: 0.9, 3: 0.1})]
+    save_positions(tmp_path / "p.json", positions)
+    assert load_positions(tmp_path / "p.json") == positions
