@@ -1,9 +1,11 @@
-"""Measuring one running server: warmup, the plan's workloads over trials, spec-decode counters around each."""
+"""Measuring one running server: warmup, the plan's workloads over trials with spec-decode counters around
+each, then the prompt logprobs of the evaluation text."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -24,9 +26,11 @@ async def scrape_spec(http: httpx.AsyncClient, base_url: str) -> SpecStats | Non
     return parse_spec_counters(resp.text) if resp.status_code == 200 else None
 
 
+@dataclass
 class WorkloadResult:
-    def __init__(self, stats: WorkloadStats, records: list[RequestRecord], spec: SpecStats | None) -> None:
-        self.stats, self.records, self.spec = stats, records, spec
+    stats: WorkloadStats
+    records: list[RequestRecord]
+    spec: SpecStats | None
 
 
 async def _run_workload(
@@ -70,11 +74,12 @@ async def prompt_logprobs(
     return positions
 
 
+@dataclass
 class Measured:
     """A rung's measurements: the workloads and, when the plan asks, its prompt logprobs."""
 
-    def __init__(self, workloads: dict[str, WorkloadResult], positions: list[Position] | None) -> None:
-        self.workloads, self.positions = workloads, positions
+    workloads: dict[str, WorkloadResult]
+    positions: list[Position] | None
 
 
 async def _measure(base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]) -> Measured:
