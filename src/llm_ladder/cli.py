@@ -89,6 +89,8 @@ def climb(
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
             raise typer.Exit(130) from None
     console.print(to_table(summary))
+    if summary.recommendation:
+        console.print(f"[bold]recommendation:[/bold] {summary.recommendation.summary}", soft_wrap=True)
     console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}")
     if summary.failed:
         fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)

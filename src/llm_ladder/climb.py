@@ -19,6 +19,7 @@ from llm_ladder.engines.process import log_tail
 from llm_ladder.measure import WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, Rung
+from llm_ladder.recommend import recommend
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
 from llm_ladder.summary import to_markdown
 from llm_ladder.telemetry import GIB, MemorySampler, Snapshot
@@ -119,6 +120,8 @@ class Climber:
                 continue
             self.climb_rung(original, rungs[original.name], on_record)
         self._agreements(summary)
+        summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
+        self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
         summary.finished_at = datetime.now(UTC).isoformat()
         return summary
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -73,6 +73,21 @@ class AgreementSpec(Strict):
     """Paragraphs are packed into requests of at most this many characters, to stay inside max_model_len."""
 
 
+Objective = Literal["decode_tps_long", "decode_tps_short", "ttft_ms"]
+
+
+class QualityBudget(Strict):
+    """How far a rung may drift from the baseline and still be recommended.
+
+    Defaults sit between llama.cpp's figures for Q8_0 (mean KL ~0.0002, same top token ~99%) and its 4-bit
+    K-quants (mean KL a few hundredths, same top ~90-93%).
+    """
+
+    max_perplexity_ratio: float = Field(default=1.05, ge=1)
+    max_mean_kl: float = Field(default=0.05, ge=0)
+    min_same_top: float = Field(default=0.90, ge=0, le=1)
+
+
 class Rung(Strict):
     """One engine configuration. Fields map one-to-one to vLLM flags; `extra_args` passes the rest as-is."""
 
@@ -135,6 +150,8 @@ class Plan(Strict):
     warmup_requests: int = Field(default=1, ge=0)
     workloads: tuple[Workload, ...] = DEFAULT_WORKLOADS
     agreement: AgreementSpec = AgreementSpec()
+    quality_budget: QualityBudget = QualityBudget()
+    objective: Objective = "decode_tps_long"
     rungs: tuple[Rung, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

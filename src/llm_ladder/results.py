@@ -67,6 +67,23 @@ class RungResult(BaseModel):
         return stats.decode_tps.median if stats and stats.decode_tps else None
 
 
+class Verdict(BaseModel):
+    rung: str
+    accepted: bool
+    reasons: list[str]
+    """Why a rung is out of the quality budget, or the figures that kept it in."""
+
+
+class Recommendation(BaseModel):
+    objective: str
+    rung: str | None
+    """None when no rung is inside the budget."""
+    summary: str
+    verdicts: list[Verdict]
+    indistinguishable: list[str] = []
+    """Accepted rungs whose objective overlaps the chosen one's range over trials."""
+
+
 class RunSummary(BaseModel):
     plan: str
     started_at: str
@@ -74,6 +91,7 @@ class RunSummary(BaseModel):
     host: dict[str, Any] = {}
     baseline: str
     rungs: list[RungResult]
+    recommendation: Recommendation | None = None
 
     @property
     def failed(self) -> list[str]:

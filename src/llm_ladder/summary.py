@@ -143,6 +143,17 @@ def _agreement_rows(summary: RunSummary) -> list[list[str]]:
     return out
 
 
+def _recommendation_lines(summary: RunSummary) -> list[str]:
+    rec = summary.recommendation
+    if rec is None:
+        return []
+    lines = ["", "## Recommendation", "", f"**{rec.summary}.**", ""]
+    for v in rec.verdicts:
+        mark = "inside the budget" if v.accepted else "rejected"
+        lines.append(f"- **{v.rung}** {mark}: {'; '.join(v.reasons)}")
+    return lines
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -151,6 +162,7 @@ def to_markdown(summary: RunSummary) -> str:
         "time after the first token; median over trials with (min–max). Speedup on the long workload.",
         "",
         *_md_table(COLUMNS, rows(summary)),
+        *_recommendation_lines(summary),
         "",
         "## Startup stages",
         "",

@@ -239,3 +239,8 @@ def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
     assert (out / "logprobs" / "drift.json").exists()
     md = (out / "summary.md").read_text()
     assert "## Agreement with the baseline" in md and "| drift |" in md
+    rec = json.loads((out / "results.json").read_text())["recommendation"]
+    assert rec["rung"] in ("base", "same") and rec["objective"] == "decode_tps_long"
+    drift_verdict = next(v for v in rec["verdicts"] if v["rung"] == "drift")
+    assert not drift_verdict["accepted"] and "perplexity ratio" in drift_verdict["reasons"][0]
+    assert "## Recommendation" in md and "**drift** rejected" in md

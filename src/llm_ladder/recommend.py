@@ -1,0 +1,78 @@
+"""The quality-first choice: the best rung by the plan's objective among those whose quality holds.
+
+Quality is judged against the baseline rung (agreement from prompt logprobs); a rung without a quality
+measurement is not recommended, since quality-first means evidence first. Speed differences count only
+where the trials' ranges do not overlap.
+"""
+
+from __future__ import annotations
+
+from llm_ladder.metrics import Spread
+from llm_ladder.plan import Objective, QualityBudget
+from llm_ladder.results import Recommendation, RungResult, RunSummary, Verdict
+
+
+def _objective_spread(result: RungResult, objective: Objective) -> Spread | None:
+    if objective.startswith("decode_tps"):
+        stats = result.workloads.get(objective.removeprefix("decode_tps_"))
+        return stats.decode_tps if stats else None
+    stats = result.workloads.get("short") or next(iter(result.workloads.values()), None)
+    return stats.ttft_ms if stats else None
+
+
+def _better(a: float, b: float, objective: Objective) -> bool:
+    return a > b if objective.startswith("decode_tps") else a < b
+
+
+def judge(result: RungResult, baseline: str, budget: QualityBudget) -> Verdict:
+    """Inside or outside the quality budget, with the reasons."""
+    if result.status != "ok":
+        return Verdict(rung=result.name, accepted=False, reasons=[f"failed: {result.error}"])
+    if result.name == baseline:
+        return Verdict(rung=result.name, accepted=True, reasons=["the quality baseline"])
+    a = result.agreement
+    if a is None:
+        return Verdict(rung=result.name, accepted=False, reasons=["no quality measurement against the baseline"])
+    lo, hi = a.same_top_ci95
+    checks = [
+        (
+            a.perplexity_ratio <= budget.max_perplexity_ratio,
+            f"perplexity ratio {a.perplexity_ratio:.3f}",
+            "≤",
+            f"{budget.max_perplexity_ratio}",
+        ),
+        (a.mean_kl <= budget.max_mean_kl, f"mean KL {a.mean_kl:.4f}", "≤", f"{budget.max_mean_kl}"),
+        (
+            a.same_top >= budget.min_same_top,
+            f"same top token {a.same_top:.1%} (95% CI {lo:.1%}–{hi:.1%}, n={a.tokens})",
+            "≥",
+            f"{budget.min_same_top:.0%}",
+        ),
+    ]
+    failed = [f"{what} exceeds the budget ({op} {limit})" for ok, what, op, limit in checks if not ok]
+    if failed:
+        return Verdict(rung=result.name, accepted=False, reasons=failed)
+    return Verdict(rung=result.name, accepted=True, reasons=[f"{what} {op} {limit}" for _, what, op, limit in checks])
+
+
+def recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) -> Recommendation:
+    verdicts = [judge(r, summary.baseline, budget) for r in summary.rungs]
+    by_name = {r.name: r for r in summary.rungs}
+    scored = [
+        (v.rung, spread)
+        for v in verdicts
+        if v.accepted and (spread := _objective_spread(by_name[v.rung], objective)) is not None
+    ]
+    if not scored:
+        return Recommendation(
+            objective=objective, rung=None, summary="no rung is inside the quality budget", verdicts=verdicts
+        )
+    best, best_spread = scored[0]
+    for name, spread in scored[1:]:
+        if _better(spread.median, best_spread.median, objective):
+            best, best_spread = name, spread
+    ties = [n for n, s in scored if n != best and s.min <= best_spread.max and best_spread.min <= s.max]
+    text = f"deploy {best}: best {objective} ({best_spread.median:.1f}) among rungs inside the quality budget"
+    if ties:
+        text += f"; not distinguishable from {', '.join(ties)} (trial ranges overlap)"
+    return Recommendation(objective=objective, rung=best, summary=text, verdicts=verdicts, indistinguishable=ties)

@@ -1,0 +1,77 @@
+from llm_ladder.agreement import Agreement
+from llm_ladder.metrics import Spread, WorkloadStats
+from llm_ladder.plan import QualityBudget
+from llm_ladder.recommend import recommend
+from llm_ladder.results import RungResult, RunSummary
+
+
+def _rung(name, tps, spread=0.5, agreement=None, status="ok"):
+    s = Spread(median=tps, min=tps - spread, max=tps + spread, n=3)
+    stats = WorkloadStats(
+        requests=3,
+        errors=0,
+        ttft_ms=s,
+        decode_tps=s,
+        e2e_tps=s,
+        itl_p50_ms=1,
+        itl_p95_ms=2,
+        prompt_tokens=9,
+        completion_tokens=s,
+        repetition=None,
+        degenerate=False,
+    )
+    return RungResult(
+        name=name,
+        status=status,
+        model="m",
+        config={},
+        workloads={"long": stats, "short": stats},
+        agreement=agreement,
+        error=None if status == "ok" else "boom",
+    )
+
+
+def _agree(ratio=1.01, kl=0.01, same=0.95, n=2000):
+    return Agreement(tokens=n, perplexity=10 * ratio, baseline_perplexity=10, mean_kl=kl, p99_kl=kl * 5, same_top=same)
+
+
+def _summary(*rungs):
+    return RunSummary(plan="p", started_at="t", baseline=rungs[0].name, rungs=list(rungs))
+
+
+def test_fastest_rung_inside_the_budget_wins_with_reasons_for_the_others():
+    summary = _summary(
+        _rung("bf16", 10, agreement=_agree(1, 0, 1)),
+        _rung("int8", 14, agreement=_agree()),
+        _rung("int4", 20, agreement=_agree(ratio=1.37, kl=0.13, same=0.695)),
+        _rung("broken", 0, status="failed"),
+        _rung("unmeasured", 30),
+    )
+    rec = recommend(summary, QualityBudget(), "decode_tps_long")
+    assert rec.rung == "int8" and rec.summary.startswith("deploy int8: best decode_tps_long (14.0)")
+    verdicts = {v.rung: v for v in rec.verdicts}
+    assert verdicts["bf16"].accepted and verdicts["int8"].accepted
+    int4 = " ".join(verdicts["int4"].reasons)
+    assert "perplexity ratio 1.370 exceeds" in int4 and "mean KL 0.1300 exceeds" in int4
+    assert "same top token 69.5%" in int4 and "n=2000" in int4
+    assert verdicts["broken"].reasons == ["failed: boom"]
+    assert verdicts["unmeasured"].reasons == ["no quality measurement against the baseline"]
+
+
+def test_overlapping_trials_are_called_indistinguishable():
+    summary = _summary(_rung("bf16", 10, spread=1), _rung("int8", 10.5, spread=1, agreement=_agree()))
+    rec = recommend(summary, QualityBudget(), "decode_tps_long")
+    assert rec.rung == "int8" and rec.indistinguishable == ["bf16"]
+    assert "not distinguishable from bf16" in rec.summary
+
+
+def test_lower_is_better_for_ttft_and_budget_is_configurable():
+    summary = _summary(_rung("bf16", 300), _rung("int4", 100, agreement=_agree(ratio=1.2)))
+    assert recommend(summary, QualityBudget(), "ttft_ms").rung == "bf16"
+    loose = QualityBudget(max_perplexity_ratio=1.5)
+    assert recommend(summary, loose, "ttft_ms").rung == "int4"
+
+
+def test_nothing_measured_means_no_recommendation():
+    rec = recommend(_summary(_rung("bf16", 0, status="failed")), QualityBudget(), "decode_tps_long")
+    assert rec.rung is None and rec.summary == "no rung is inside the quality budget"
