@@ -154,6 +154,17 @@ def _recommendation_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+def _answer_lines(summary: RunSummary, workload: str = "short") -> list[str]:
+    """Each rung's first answer to the workshop prompt, fenced: model output is untrusted text."""
+    answers = [(r.name, r.sample_outputs[workload]) for r in summary.rungs if r.sample_outputs.get(workload)]
+    if not answers:
+        return []
+    lines = ["", f"## Answers to the `{workload}` prompt (first trial)", ""]
+    for name, text in answers:
+        lines += [f"**{name}**", "", "```text", text.replace("```", "ʼʼʼ").strip(), "```", ""]
+    return lines
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -180,6 +191,7 @@ def to_markdown(summary: RunSummary) -> str:
             "",
             *_md_table(AGREEMENT_COLUMNS, agreement_rows),
         ]
+    lines += _answer_lines(summary)
     notes = _notes(summary)
     if notes:
         lines += ["", "## Notes", "", *notes]

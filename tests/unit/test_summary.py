@@ -22,7 +22,12 @@ def _stats(tps, repetition=0.1):
 
 def _summary():
     base = RungResult(
-        name="bf16", status="ok", model="m", config={}, workloads={"short": _stats(10), "long": _stats(10)}
+        name="bf16",
+        status="ok",
+        model="m",
+        config={},
+        workloads={"short": _stats(10), "long": _stats(10)},
+        sample_outputs={"short": "Thor helps.\n```rm -rf /```"},
     )
     fast = RungResult(
         name="int4",
@@ -60,3 +65,4 @@ def test_markdown_explains_failures_loops_and_useless_speculation():
     assert "**broken** failed: engine exited with code 1" in md
     assert "**int4** `long` output repeats itself" in md
     assert "**spec** `long`: vLLM rejected all 40 drafted tokens" in md
+    assert "**bf16**\n\n```text\nThor helps.\nʼʼʼrm -rf /ʼʼʼ\n```" in md  # fences in model output are defused
