@@ -56,3 +56,15 @@ def test_interrupted_build_leaves_no_entry(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         store._build("x", boom)
     assert not store.has("x") and not (tmp_path / "x").exists()
+
+
+def test_cli_pull_and_list_name_the_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from llm_ladder.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["models", "pull", "no-such-model", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "model 'no-such-model' is not in the store" in result.output
+    result = runner.invoke(app, ["models", "list", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "no models in" in result.output
