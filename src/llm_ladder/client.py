@@ -30,6 +30,8 @@ class RequestRecord(BaseModel):
     completion_tokens: int | None = None
     finish_reason: str | None = None
     text: str = ""
+    output_perplexity: float | None = None
+    """Perplexity of `text` under the serving model itself, when the plan scores outputs."""
 
     @property
     def decode_tps(self) -> float | None:

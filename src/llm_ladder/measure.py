@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs
+from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
 from llm_ladder.client import RequestRecord, stream_chat
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
@@ -40,6 +40,7 @@ async def _run_workload(
     workload: Workload,
     trials: int,
     on_record: Callable[[RequestRecord], None],
+    score: bool = False,
 ) -> WorkloadResult:
     before = await scrape_spec(http, base_url)
     records = []
@@ -49,6 +50,11 @@ async def _run_workload(
         records.append(record)
     after = await scrape_spec(http, base_url)
     spec = after - before if before is not None and after is not None else None
+    if score:  # after the counters are read: scoring requests must not count as the workload's drafts
+        for record in records:
+            if record.ok and record.text.strip():
+                positions = await prompt_logprobs(http, base_url, model, [record.text], k=1)
+                record.output_perplexity = perplexity(positions) if positions else None
     return WorkloadResult(summarize(records), records, spec)
 
 
@@ -89,10 +95,11 @@ async def _measure(base_url: str, model: str, plan: Plan, on_record: Callable[[R
             record = await stream_chat(http, base_url, model, warm, trial=-1 - i, seed=warm.seed)
             if not record.ok:
                 raise RuntimeError(f"warmup request failed: {record.error}")
-        workloads = {
-            w.name: await _run_workload(http, base_url, model, w, plan.trials, on_record) for w in plan.workloads
-        }
         spec = plan.agreement
+        score = spec.enabled and spec.score_outputs
+        workloads = {
+            w.name: await _run_workload(http, base_url, model, w, plan.trials, on_record, score) for w in plan.workloads
+        }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
         positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
         return Measured(workloads, positions)

@@ -65,6 +65,8 @@ class WorkloadStats(BaseModel):
     repetition: Spread | None
     degenerate: bool
     """True when the median output repeats itself: a speedup measured on it is not trustworthy."""
+    output_perplexity: Spread | None = None
+    """Perplexity of the answers under the serving model: high means text the model would not produce."""
 
 
 def summarize(records: Sequence[RequestRecord]) -> WorkloadStats:
@@ -83,6 +85,7 @@ def summarize(records: Sequence[RequestRecord]) -> WorkloadStats:
         completion_tokens=Spread.of(r.completion_tokens for r in ok),
         repetition=reps,
         degenerate=bool(reps and reps.median > REPETITION_FLAG),
+        output_perplexity=Spread.of(r.output_perplexity for r in ok),
     )
 
 

@@ -71,6 +71,9 @@ class AgreementSpec(Strict):
     """A UTF-8 text file; default: the public-domain text shipped with llm-ladder (2,088 SmolLM2 tokens)."""
     chunk_chars: int = Field(default=2500, ge=200)
     """Paragraphs are packed into requests of at most this many characters, to stay inside max_model_len."""
+    score_outputs: bool = True
+    """Also score every generated answer with the rung's own model (its perplexity): text the model would not
+    write itself means broken sampling, which prompt logprobs cannot see."""
 
 
 Objective = Literal["decode_tps_long", "decode_tps_short", "ttft_ms"]
@@ -86,6 +89,9 @@ class QualityBudget(Strict):
     max_perplexity_ratio: float = Field(default=1.05, ge=1)
     max_mean_kl: float = Field(default=0.05, ge=0)
     min_same_top: float = Field(default=0.90, ge=0, le=1)
+    max_output_perplexity_ratio: float = Field(default=4.0, ge=1)
+    """A rung's answers scored by its own model, against the baseline's answers scored by the baseline: a
+    large ratio means the rung writes text its model finds implausible (broken sampling or speculation)."""
 
 
 class Rung(Strict):

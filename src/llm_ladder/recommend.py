@@ -24,11 +24,21 @@ def _better(a: float, b: float, objective: Objective) -> bool:
     return a > b if objective.startswith("decode_tps") else a < b
 
 
-def judge(result: RungResult, baseline: str, budget: QualityBudget) -> Verdict:
+def output_perplexity_ratios(result: RungResult, baseline: RungResult | None) -> dict[str, float]:
+    """Per workload: median perplexity of the rung's answers ÷ the baseline's."""
+    ratios = {}
+    for name, stats in result.workloads.items():
+        base = baseline.workloads.get(name) if baseline else None
+        if stats.output_perplexity and base and base.output_perplexity:
+            ratios[name] = stats.output_perplexity.median / base.output_perplexity.median
+    return ratios
+
+
+def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget) -> Verdict:
     """Inside or outside the quality budget, with the reasons."""
     if result.status != "ok":
         return Verdict(rung=result.name, accepted=False, reasons=[f"failed: {result.error}"])
-    if result.name == baseline:
+    if baseline is not None and result.name == baseline.name:
         return Verdict(rung=result.name, accepted=True, reasons=["the quality baseline"])
     a = result.agreement
     if a is None:
@@ -49,15 +59,25 @@ def judge(result: RungResult, baseline: str, budget: QualityBudget) -> Verdict:
             f"{budget.min_same_top:.0%}",
         ),
     ]
-    failed = [f"{what} exceeds the budget ({op} {limit})" for ok, what, op, limit in checks if not ok]
+    checks += [
+        (
+            ratio <= budget.max_output_perplexity_ratio,
+            f"`{name}` answers' perplexity {ratio:.1f}× the baseline's",
+            "≤",
+            f"{budget.max_output_perplexity_ratio}×",
+        )
+        for name, ratio in output_perplexity_ratios(result, baseline).items()
+    ]
+    failed = [f"{what} is outside the budget ({op} {limit})" for ok, what, op, limit in checks if not ok]
     if failed:
         return Verdict(rung=result.name, accepted=False, reasons=failed)
     return Verdict(rung=result.name, accepted=True, reasons=[f"{what} {op} {limit}" for _, what, op, limit in checks])
 
 
 def recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) -> Recommendation:
-    verdicts = [judge(r, summary.baseline, budget) for r in summary.rungs]
     by_name = {r.name: r for r in summary.rungs}
+    baseline = by_name.get(summary.baseline)
+    verdicts = [judge(r, baseline, budget) for r in summary.rungs]
     scored = [
         (v.rung, spread)
         for v in verdicts

@@ -117,7 +117,25 @@ def _md_table(columns: tuple[str, ...], body: list[list[str]]) -> list[str]:
     ]
 
 
-AGREEMENT_COLUMNS = ("rung", "tokens", "perplexity", "ratio", "mean KL", "p99 KL", "same top % (95% CI)")
+AGREEMENT_COLUMNS = (
+    "rung",
+    "tokens",
+    "perplexity",
+    "ratio",
+    "mean KL",
+    "p99 KL",
+    "same top % (95% CI)",
+    "answers' perplexity",
+)
+
+
+def _answer_perplexity(result: RungResult) -> str:
+    parts = [
+        f"{name} {stats.output_perplexity.median:.1f}"
+        for name, stats in result.workloads.items()
+        if stats.output_perplexity is not None
+    ]
+    return ", ".join(parts) or "n/a"
 
 
 def _agreement_rows(summary: RunSummary) -> list[list[str]]:
@@ -126,7 +144,7 @@ def _agreement_rows(summary: RunSummary) -> list[list[str]]:
         a = r.agreement
         if a is None:
             if r.agreement_error:
-                out.append([r.name, "n/a", "n/a", "n/a", "n/a", "n/a", r.agreement_error])
+                out.append([r.name, "n/a", "n/a", "n/a", "n/a", "n/a", r.agreement_error, _answer_perplexity(r)])
             continue
         lo, hi = a.same_top_ci95
         out.append(
@@ -138,6 +156,7 @@ def _agreement_rows(summary: RunSummary) -> list[list[str]]:
                 f"{a.mean_kl:.5f}",
                 f"{a.p99_kl:.4f}",
                 f"{a.same_top:.1%} ({lo:.1%}–{hi:.1%})",
+                _answer_perplexity(r),
             ]
         )
     return out
@@ -187,7 +206,8 @@ def to_markdown(summary: RunSummary) -> str:
             "## Agreement with the baseline",
             "",
             "Prompt logprobs (top-k) of every rung on the same fixed text, against the baseline's: perplexity and "
-            "its ratio, KL divergence (top-k plus a tail bucket), and how often both rank the same token first.",
+            "its ratio, KL divergence (top-k plus a tail bucket), and how often both rank the same token first. "
+            "Answers' perplexity: the rung's generated answers scored by its own model (median per workload).",
             "",
             *_md_table(AGREEMENT_COLUMNS, agreement_rows),
         ]

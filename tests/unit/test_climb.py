@@ -243,4 +243,5 @@ def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
     assert rec["rung"] in ("base", "same") and rec["objective"] == "decode_tps_long"
     drift_verdict = next(v for v in rec["verdicts"] if v["rung"] == "drift")
     assert not drift_verdict["accepted"] and "perplexity ratio" in drift_verdict["reasons"][0]
+    assert any("`long` answers' perplexity 7.4× the baseline's" in r for r in drift_verdict["reasons"])
     assert "## Recommendation" in md and "**drift** rejected" in md

@@ -52,7 +52,7 @@ def test_fastest_rung_inside_the_budget_wins_with_reasons_for_the_others():
     verdicts = {v.rung: v for v in rec.verdicts}
     assert verdicts["bf16"].accepted and verdicts["int8"].accepted
     int4 = " ".join(verdicts["int4"].reasons)
-    assert "perplexity ratio 1.370 exceeds" in int4 and "mean KL 0.1300 exceeds" in int4
+    assert "perplexity ratio 1.370 is outside" in int4 and "mean KL 0.1300 is outside" in int4
     assert "same top token 69.5%" in int4 and "n=2000" in int4
     assert verdicts["broken"].reasons == ["failed: boom"]
     assert verdicts["unmeasured"].reasons == ["no quality measurement against the baseline"]
@@ -75,3 +75,17 @@ def test_lower_is_better_for_ttft_and_budget_is_configurable():
 def test_nothing_measured_means_no_recommendation():
     rec = recommend(_summary(_rung("bf16", 0, status="failed")), QualityBudget(), "decode_tps_long")
     assert rec.rung is None and rec.summary == "no rung is inside the quality budget"
+
+
+def test_answers_the_model_would_not_write_reject_a_rung():
+    base, spec = _rung("bf16", 10), _rung("int4-spec", 20, agreement=_agree())
+    base.workloads["short"] = base.workloads["short"].model_copy(
+        update={"output_perplexity": Spread(median=6.7, min=6, max=7, n=3)}
+    )
+    spec.workloads["short"] = spec.workloads["short"].model_copy(
+        update={"output_perplexity": Spread(median=177.7, min=150, max=200, n=3)}
+    )
+    rec = recommend(_summary(base, spec), QualityBudget(), "decode_tps_long")
+    assert rec.rung == "bf16"
+    reasons = next(v for v in rec.verdicts if v.rung == "int4-spec").reasons
+    assert reasons == ["`short` answers' perplexity 26.5× the baseline's is outside the budget (≤ 4.0×)"]
