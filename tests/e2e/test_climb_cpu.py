@@ -58,6 +58,7 @@ def test_two_rung_climb_on_vllm_cpu(tmp_path):
         assert rung["memory"]["peak_rss_gib"] > 0.2
         assert rung["stop"]["leftover_pids"] == [] and rung["stop"]["memory_released"]
         assert all(v.startswith("ok") for v in rung["verification"])
+        assert rung["workloads"]["short"]["output_perplexity"]["median"] > 1  # answers scored by their model
     assert 0.2 < bf16["weights_gib"] < 0.3  # the bf16 checkpoint on disk
     assert int4["weights_gib"] is None  # online quantization: the disk size would be the bf16 one
     assert "--enforce-eager" in int4["command"] and "torchao" in int4["command"]
