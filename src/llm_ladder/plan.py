@@ -171,6 +171,18 @@ class Plan(Strict):
                 raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
         return self
 
+    @model_validator(mode="after")
+    def _objective_has_its_workload(self) -> Plan:
+        if self.objective.startswith("decode_tps_"):
+            needed = self.objective.removeprefix("decode_tps_")
+            names = [w.name for w in self.workloads]
+            if needed not in names:
+                raise ValueError(
+                    f"objective {self.objective!r} needs a workload named {needed!r} (workloads: {', '.join(names)}); "
+                    "set `objective` or rename a workload"
+                )
+        return self
+
     @property
     def baseline(self) -> Rung:
         return self.rungs[0]

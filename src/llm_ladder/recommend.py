@@ -84,9 +84,10 @@ def recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) 
         if v.accepted and (spread := _objective_spread(by_name[v.rung], objective)) is not None
     ]
     if not scored:
-        return Recommendation(
-            objective=objective, rung=None, summary="no rung is inside the quality budget", verdicts=verdicts
-        )
+        text = "no rung is inside the quality budget"
+        if any(v.accepted for v in verdicts):
+            text = f"no rung inside the quality budget has a {objective} measurement"
+        return Recommendation(objective=objective, rung=None, summary=text, verdicts=verdicts)
     best, best_spread = scored[0]
     for name, spread in scored[1:]:
         if _better(spread.median, best_spread.median, objective):

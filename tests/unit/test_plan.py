@@ -113,3 +113,10 @@ def test_rung_lookup_error_lists_rungs():
     plan = load_plan("smollm2-cpu")
     with pytest.raises(PlanError, match=r"has no rung 'fp8'.*bf16"):
         plan.rung("fp8")
+
+
+def test_objective_must_name_a_measured_workload():
+    raw = _plan(workloads=[{"name": "greedy", "prompt": "p", "max_tokens": 8}])
+    with pytest.raises(PlanError, match="objective 'decode_tps_long' needs a workload named 'long'"):
+        parse_plan(raw)
+    assert parse_plan({**raw, "objective": "ttft_ms"}).objective == "ttft_ms"

@@ -89,3 +89,10 @@ def test_answers_the_model_would_not_write_reject_a_rung():
     assert rec.rung == "bf16"
     reasons = next(v for v in rec.verdicts if v.rung == "int4-spec").reasons
     assert reasons == ["`short` answers' perplexity 26.5× the baseline's is outside the budget (≤ 4.0×)"]
+
+
+def test_accepted_rungs_without_the_objective_are_said_so():
+    rung = _rung("bf16", 10)
+    rung.workloads.pop("long")
+    rec = recommend(_summary(rung), QualityBudget(), "decode_tps_long")
+    assert rec.rung is None and rec.summary == "no rung inside the quality budget has a decode_tps_long measurement"
