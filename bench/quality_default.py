@@ -20,6 +20,7 @@ from llm_ladder.engines.base import get_engine
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Workload, load_plan
 from llm_ladder.results import RunDir
+from llm_ladder.summary import AGREEMENT_COLUMNS, agreement_rows
 
 
 def main() -> None:
@@ -40,24 +41,9 @@ def main() -> None:
     )
     summary = Climber(plan, RunDir(opts.out), get_engine(plan.engine), ModelStore(), notify=console.print).run()
 
-    table = Table(title="default ladder against bf16 (prompt logprobs, top-10)")
-    for col in ("rung", "tokens", "perplexity", "ratio", "mean KL", "p99 KL", "same top (95% CI)"):
-        table.add_column(col)
-    for r in summary.rungs:
-        a = r.agreement
-        if a is None:
-            table.add_row(r.name, *["n/a"] * 5, r.agreement_error or r.error or "")
-            continue
-        lo, hi = a.same_top_ci95
-        table.add_row(
-            r.name,
-            str(a.tokens),
-            f"{a.perplexity:.3f}",
-            f"{a.perplexity_ratio:.4f}",
-            f"{a.mean_kl:.5f}",
-            f"{a.p99_kl:.4f}",
-            f"{a.same_top:.1%} ({lo:.1%}–{hi:.1%})",
-        )
+    table = Table(*AGREEMENT_COLUMNS, title="default ladder against bf16 (prompt logprobs, top-10)")
+    for row in agreement_rows(summary):
+        table.add_row(*row)
     console.print(table)
     if summary.recommendation:
         console.print(f"recommendation: {summary.recommendation.summary}")

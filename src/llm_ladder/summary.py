@@ -138,7 +138,7 @@ def _answer_perplexity(result: RungResult) -> str:
     return ", ".join(parts) or "n/a"
 
 
-def _agreement_rows(summary: RunSummary) -> list[list[str]]:
+def agreement_rows(summary: RunSummary) -> list[list[str]]:
     out = []
     for r in summary.rungs:
         a = r.agreement
@@ -200,7 +200,7 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         *_md_table(STAGE_COLUMNS, _stage_rows(summary)),
     ]
-    if agreement_rows := _agreement_rows(summary):
+    if agreement := agreement_rows(summary):
         lines += [
             "",
             "## Agreement with the baseline",
@@ -209,7 +209,7 @@ def to_markdown(summary: RunSummary) -> str:
             "its ratio, KL divergence (top-k plus a tail bucket), and how often both rank the same token first. "
             "Answers' perplexity: the rung's generated answers scored by its own model (median per workload).",
             "",
-            *_md_table(AGREEMENT_COLUMNS, agreement_rows),
+            *_md_table(AGREEMENT_COLUMNS, agreement),
         ]
     lines += _answer_lines(summary)
     notes = _notes(summary)
