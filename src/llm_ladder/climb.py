@@ -156,7 +156,7 @@ class Climber:
             result.error = "interrupted"
             raise
         except Exception as err:  # a crash mid-rung is recorded, and the climb goes on
-            exited = server.process.proc.poll()
+            exited = server.process.exit_code
             cause = f"engine exited with code {exited}; " if exited is not None else ""
             result.error = f"{cause}{type(err).__name__}: {err}"
             result.log_tail = log_tail(server.log_path)
@@ -216,7 +216,7 @@ class Climber:
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung)
         errors = sum(s.errors for s in result.workloads.values())
-        if (code := server.process.proc.poll()) is not None:
+        if (code := server.process.exit_code) is not None:
             result.verification.append(f"FAIL: engine exited with code {code} while being measured")
             result.log_tail = log_tail(server.log_path)
         failed_checks = [c for c in result.verification if c.startswith("FAIL")]

@@ -67,6 +67,11 @@ class ManagedProcess:
             self._seen.setdefault(p.pid, p)
         return procs
 
+    @property
+    def exit_code(self) -> int | None:
+        """The engine's exit code, or None while it runs."""
+        return self.proc.poll()
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.tree()]
 
@@ -75,7 +80,7 @@ class ManagedProcess:
         start = time.monotonic()
         with httpx.Client(timeout=2.0) as http:
             while (waited := time.monotonic() - start) < timeout_s:
-                if (code := self.proc.poll()) is not None:
+                if (code := self.exit_code) is not None:
                     raise EngineError(f"engine exited with code {code} during startup", log_tail(self.log_path))
                 try:
                     if http.get(url).status_code == 200:
