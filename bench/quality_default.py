@@ -1,8 +1,10 @@
-"""Benchmark: the quality table of the default ladder — every rung against bf16 on the shipped text.
+"""Benchmark: the quality table of the default ladder — every rung against bf16.
 
 Runs the default plan's rungs in eager mode (quality does not need the compile, and it saves ~3 minutes a
-rung) with one short request each, then prints perplexity, its ratio, mean / p99 KL, the same-top share with
-its 95% interval, and the recommendation under the default quality budget.
+rung) with one short request each, the full task suites (greedy), and the prompt logprobs of the shipped
+text; prints perplexity, its ratio, mean / p99 KL, the same-top share with its 95% interval, each suite's
+accuracy with its interval and the paired drop against bf16, the speculative rung's greedy identity with
+int4, and the recommendation under the default quality budget.
 
     .venv/bin/python bench/quality_default.py [--out runs/bench-quality]
 """
@@ -20,7 +22,7 @@ from llm_ladder.engines.base import get_engine
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Workload, load_plan
 from llm_ladder.results import RunDir
-from llm_ladder.summary import AGREEMENT_COLUMNS, agreement_rows
+from llm_ladder.summary import AGREEMENT_COLUMNS, SUITE_COLUMNS, agreement_rows, suite_rows
 
 
 def main() -> None:
@@ -45,6 +47,14 @@ def main() -> None:
     for row in agreement_rows(summary):
         table.add_row(*row)
     console.print(table)
+    table = Table(*SUITE_COLUMNS, title="task suites (greedy), paired against bf16")
+    for row in suite_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+    for r in summary.rungs:
+        if (ident := r.greedy_identity) is not None:
+            console.print(f"{r.name}: {ident.identical}/{ident.compared} greedy answers identical to {ident.reference}")
+            console.print(f"  differing (item@first differing token): {', '.join(ident.differing) or 'none'}")
     if summary.recommendation:
         console.print(f"recommendation: {summary.recommendation.summary}")
     console.print(f"full results: {opts.out / 'summary.md'}")

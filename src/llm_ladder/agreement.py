@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, computed_field
 
+from llm_ladder.metrics import wilson_interval
+
 EVAL_TEXT = Path(__file__).parent / "data" / "eval_text.md"
 
 TAIL_FLOOR = 1e-10
@@ -137,14 +139,3 @@ def agreement(base: Sequence[Position], rung: Sequence[Position]) -> Agreement:
         p99_kl=kls[min(len(kls) - 1, math.ceil(0.99 * len(kls)) - 1)],
         same_top=same / len(base),
     )
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (sound at small n and near 0 or 1)."""
-    if n == 0:
-        return 0.0, 1.0
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)

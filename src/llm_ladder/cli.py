@@ -16,6 +16,7 @@ from llm_ladder.models import ModelError, ModelStore
 from llm_ladder.plan import PlanError, load_plan
 from llm_ladder.progress import ClimbProgress
 from llm_ladder.results import RunDir, default_run_dir
+from llm_ladder.suites import SuiteError
 
 app = typer.Typer(
     add_completion=False,
@@ -63,7 +64,8 @@ def climb(
     models_dir: ModelsDir = None,
 ) -> None:
     """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
-    from llm_ladder.climb import Climber, resolve_models
+    from llm_ladder.climb import Climber
+    from llm_ladder.measure import Sinks
     from llm_ladder.summary import to_table
 
     _import_engines()
@@ -73,18 +75,18 @@ def climb(
             raise PlanError(f"--resume {resume}: no results.jsonl there to resume from")
         engine = get_engine(the_plan.engine, **({"port": port} if port else {}))
         engine.preflight()
-        store = ModelStore(models_dir)
-        resolve_models(the_plan, store)  # every model exists (or is made) before any server starts
-    except (PlanError, ModelError, EngineError) as err:
+        run_path = resume or out or default_run_dir(the_plan.name)
+        climber = Climber(the_plan, RunDir(run_path), engine, ModelStore(models_dir), notify=console.print)
+        climber.prepare()  # every model exists (or is made) and every suite loads before any server starts
+    except (PlanError, ModelError, EngineError, SuiteError) as err:
         fail(str(err))
-    run_path = resume or out or default_run_dir(the_plan.name)
-    run_dir = RunDir(run_path)
     _interrupt_on_sigterm()
     console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
-    with ClimbProgress(console, the_plan) as progress:
-        climber = Climber(the_plan, run_dir, engine, store, notify=progress.notify)
+    per_rung = len(the_plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
+    with ClimbProgress(console, len(the_plan.rungs) * per_rung) as progress:
+        climber.notify = progress.notify
         try:
-            summary = climber.run(resume=resume is not None, on_record=progress.advance)
+            summary = climber.run(resume=resume is not None, sinks=Sinks(progress.advance, progress.advance_item))
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
             raise typer.Exit(130) from None
@@ -94,6 +96,40 @@ def climb(
     console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}")
     if summary.failed:
         fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)
+
+
+@app.command("eval")
+def eval_(
+    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")],
+    model: Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")] = None,
+    suite: Annotated[
+        list[str] | None, typer.Option(help="Suite name or YAML file (repeatable; default: instructions, exact).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of each suite.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Items in flight at once.")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Directory for items.jsonl (default runs/<timestamp>-eval).")] = None,
+) -> None:
+    """Run the task suites (greedy, fixed seed) against any running OpenAI-compatible server."""
+    import httpx
+
+    from llm_ladder.evaluation import evaluate_url, load_suites
+    from llm_ladder.plan import SuitesSpec
+    from llm_ladder.summary import suite_table
+
+    spec = SuitesSpec(**({"names": tuple(suite)} if suite else {}), limit=limit, concurrency=concurrency)
+    try:
+        suites = load_suites(spec)
+    except SuiteError as err:
+        fail(str(err))
+    out_dir = out or default_run_dir("eval")
+    items_path = out_dir / "items.jsonl"
+    with ClimbProgress(console, sum(len(s.items) for s in suites)) as progress:
+        try:
+            name, scores = evaluate_url(url, model, suites, spec, items_path, progress.advance_item)
+        except (httpx.HTTPError, ValueError) as err:
+            fail(f"{url}: {type(err).__name__}: {err}")
+    console.print(suite_table(name, scores))
+    console.print(f"items: {items_path}")
 
 
 @models_app.command("list")

@@ -16,11 +16,13 @@ from llm_ladder.agreement import agreement, load_positions, save_positions
 from llm_ladder.client import RequestRecord
 from llm_ladder.engines.base import Engine, EngineError, Server
 from llm_ladder.engines.process import log_tail
-from llm_ladder.measure import WorkloadResult, measure_server
+from llm_ladder.evaluation import load_suites, scores
+from llm_ladder.measure import Sinks, WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, Rung
 from llm_ladder.recommend import recommend
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
+from llm_ladder.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
 from llm_ladder.summary import to_markdown
 from llm_ladder.telemetry import GIB, MemorySampler, Snapshot
 
@@ -94,17 +96,29 @@ class Climber:
         self.plan, self.run_dir, self.engine, self.store, self.notify = plan, run_dir, engine, store, notify
         self.summary: RunSummary | None = None
         """The summary so far: complete after `run`, partial if it was interrupted."""
+        self.rungs: dict[str, Rung] | None = None
+        self.suites: list[Suite] = []
 
-    def run(self, resume: bool = False, on_record: Callable[[RequestRecord], None] | None = None) -> RunSummary:
-        """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done."""
+    def prepare(self) -> None:
+        """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
+        SuiteError naming what is wrong."""
+        self.rungs = resolve_models(self.plan, self.store)
+        self.suites = load_suites(self.plan.suites)
+
+    def run(self, resume: bool = False, sinks: Sinks | None = None) -> RunSummary:
+        """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done.
+        `sinks` also receive every request record and suite item as they are measured (progress display)."""
         try:
-            return self._run(resume, on_record)
+            return self._run(resume, sinks or Sinks(lambda r: None))
         finally:
             if self.summary is not None:
                 self.run_dir.write_summary(self.summary, to_markdown(self.summary))
 
-    def _run(self, resume: bool, on_record: Callable[[RequestRecord], None] | None) -> RunSummary:
-        rungs = resolve_models(self.plan, self.store)
+    def _run(self, resume: bool, sinks: Sinks) -> RunSummary:
+        if self.rungs is None:
+            self.prepare()
+        assert self.rungs is not None
+        rungs = self.rungs
         done = self.run_dir.completed_rungs() if resume else {}
         self.summary = summary = RunSummary(
             plan=self.plan.name,
@@ -118,16 +132,15 @@ class Climber:
                 self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
                 summary.rungs.append(done[original.name])
                 continue
-            self.climb_rung(original, rungs[original.name], on_record)
+            self.climb_rung(original, rungs[original.name], sinks)
         self._agreements(summary)
+        self._suite_comparisons(summary)
         summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
         self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
         summary.finished_at = datetime.now(UTC).isoformat()
         return summary
 
-    def climb_rung(
-        self, original: Rung, rung: Rung, on_record: Callable[[RequestRecord], None] | None = None
-    ) -> RungResult:
+    def climb_rung(self, original: Rung, rung: Rung, sinks: Sinks | None = None) -> RungResult:
         """Start, verify, measure, stop one rung; the result is appended to the log whatever happens."""
         result = RungResult(
             name=rung.name,
@@ -151,7 +164,7 @@ class Climber:
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
         try:
-            self._measure(rung, server, result, on_record)
+            self._measure(rung, server, result, sinks or Sinks(lambda r: None))
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise
@@ -169,6 +182,38 @@ class Climber:
 
     def logprobs_path(self, rung: str) -> Path:
         return self.run_dir.path / "logprobs" / f"{rung}.json"
+
+    def items_path(self, rung: str) -> Path:
+        """Each task-suite item's prompt, answer and verdict, appended as answered."""
+        return self.run_dir.path / "suites" / f"{rung}.jsonl"
+
+    def _suite_comparisons(self, summary: RunSummary) -> None:
+        """Paired accuracy against the baseline per suite; greedy identity for speculative rungs."""
+        base_path = self.items_path(summary.baseline)
+        base = by_suite(load_items(base_path)) if base_path.exists() else {}
+        for result in summary.rungs:
+            path = self.items_path(result.name)
+            if result.status != "ok" or not path.exists():
+                continue
+            items = load_items(path)
+            if result.name != summary.baseline:
+                mine = by_suite(items)
+                for name, suite_score in result.suites.items():
+                    if base.get(name) and mine.get(name):
+                        suite_score.vs_baseline = paired(base[name], mine[name])
+            self._identity(result, items)
+
+    def _identity(self, result: RungResult, items: list[ItemResult]) -> None:
+        rung = self.plan.rung(result.name)
+        if not rung.speculative:
+            return
+        reference = self.plan.without_speculation(rung)
+        if reference is None:
+            result.greedy_identity_error = "no rung in this plan serves the same model without speculation"
+        elif not self.items_path(reference.name).exists():
+            result.greedy_identity_error = f"{reference.name} has no task-suite answers in this run"
+        else:
+            result.greedy_identity = greedy_identity(reference.name, load_items(self.items_path(reference.name)), items)
 
     def _agreements(self, summary: RunSummary) -> None:
         """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""
@@ -192,30 +237,30 @@ class Climber:
             self.summary.rungs.append(result)
         return result
 
-    def _measure(
-        self,
-        rung: Rung,
-        server: Server,
-        result: RungResult,
-        on_record: Callable[[RequestRecord], None] | None,
-    ) -> None:
+    def _measure(self, rung: Rung, server: Server, result: RungResult, sinks: Sinks) -> None:
         checks = [f"FAIL: {p}" for p in self.engine.verify(rung, server)] or ["ok: engine log matches the config"]
+        items_path = self.items_path(rung.name)
+        items_path.unlink(missing_ok=True)  # a rung measured again (resume) starts its items afresh
 
         def record(r: RequestRecord) -> None:
             self.run_dir.append("request", r, rung=rung.name)
-            if on_record:
-                on_record(r)
+            sinks.on_record(r)
 
-        measured = measure_server(server.base_url, server.model_name, self.plan, record)
+        def item(i: ItemResult) -> None:
+            append_item(items_path, i)
+            sinks.on_item(i)
+
+        measured = measure_server(server.base_url, server.model_name, self.plan, self.suites, Sinks(record, item))
         workloads = measured.workloads
         result.workloads = {name: r.stats for name, r in workloads.items()}
         result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
         if measured.positions is not None:
             save_positions(self.logprobs_path(rung.name), measured.positions)
+        result.suites = scores(measured.items)
         result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung)
-        errors = sum(s.errors for s in result.workloads.values())
+        errors = sum(s.errors for s in result.workloads.values()) + sum(s.errors for s in result.suites.values())
         if (code := server.process.exit_code) is not None:
             result.verification.append(f"FAIL: engine exited with code {code} while being measured")
             result.log_tail = log_tail(server.log_path)
@@ -239,7 +284,8 @@ class Climber:
 
     def _report(self, result: RungResult) -> None:
         if result.status == "ok":
-            tps = ", ".join(f"{w} {result.decode_tps(w):.1f} tok/s" for w in result.workloads if result.decode_tps(w))
-            self.notify(f"[green]{result.name}: ok[/green] ({tps})")
+            tps = [f"{w} {result.decode_tps(w):.1f} tok/s" for w in result.workloads if result.decode_tps(w)]
+            acc = [f"{s.suite} {s.accuracy:.0%} of {s.n}" for s in result.suites.values()]
+            self.notify(f"[green]{result.name}: ok[/green] ({', '.join(tps + acc)})")
         else:
             self.notify(f"[red]{result.name}: failed[/red] ({result.error})")

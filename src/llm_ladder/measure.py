@@ -1,18 +1,20 @@
 """Measuring one running server: warmup, the plan's workloads over trials with spec-decode counters around
-each, then the prompt logprobs of the evaluation text."""
+each, the prompt logprobs of the evaluation text, then the task suites."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
 from llm_ladder.client import RequestRecord, stream_chat
+from llm_ladder.evaluation import run_suites
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
+from llm_ladder.suites import ItemResult, Suite
 
 REQUEST_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=10.0)
 
@@ -82,13 +84,23 @@ async def prompt_logprobs(
 
 @dataclass
 class Measured:
-    """A rung's measurements: the workloads and, when the plan asks, its prompt logprobs."""
+    """A rung's measurements: the workloads, its prompt logprobs and task-suite items when the plan asks."""
 
     workloads: dict[str, WorkloadResult]
     positions: list[Position] | None
+    items: dict[str, list[ItemResult]] = field(default_factory=dict)
 
 
-async def _measure(base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]) -> Measured:
+@dataclass
+class Sinks:
+    """Where measurements go as they are made (the run directory's append-only files)."""
+
+    on_record: Callable[[RequestRecord], None]
+    on_item: Callable[[ItemResult], None] = lambda item: None
+
+
+async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
+    on_record = sinks.on_record
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
         for i in range(plan.warmup_requests):
             warm = plan.workloads[0]
@@ -102,10 +114,11 @@ async def _measure(base_url: str, model: str, plan: Plan, on_record: Callable[[R
         }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
         positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
-        return Measured(workloads, positions)
+        items = await run_suites(http, base_url, model, suites, plan.suites, sinks.on_item)
+        return Measured(workloads, positions, items)
 
 
-def measure_server(base_url: str, model: str, plan: Plan, on_record: Callable[[RequestRecord], None]) -> Measured:
-    """Warm up (not counted), run each workload `plan.trials` times one request at a time, then read the
-    prompt logprobs of the evaluation text."""
-    return asyncio.run(_measure(base_url, model, plan, on_record))
+def measure_server(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
+    """Warm up (not counted), run each workload `plan.trials` times one request at a time, read the prompt
+    logprobs of the evaluation text, then answer the task suites (greedy, several items in flight)."""
+    return asyncio.run(_measure(base_url, model, plan, suites, sinks))

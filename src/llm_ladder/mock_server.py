@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,6 +33,12 @@ class Script:
     """Moves prompt-logprob mass away from the actual token: 0 behaves like a baseline, ~2 flips the top token."""
     spec_drafts_per_token: int = 0
     """When > 0, /metrics counts this many draft tokens (half accepted) per generated token."""
+    reply: str | None = None
+    """The answer to non-streaming chat requests (default: `tokens` words)."""
+    replies: dict[str, str] = field(default_factory=dict)
+    """Answers by prompt: the first key found in the user message picks its reply."""
+    reply_prefix: str = ""
+    """Prepended to every non-streaming answer (a lossy speculation, when only the speculative rung has it)."""
 
 
 class _State:
@@ -78,15 +84,21 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(script.fail_status, json.dumps({"error": {"message": "scripted failure"}}).encode())
                 return
             n = min(body.get("max_tokens") or script.tokens, script.tokens)
+            if not body.get("stream"):
+                self._send(200, json.dumps(_chat_reply(body, script, n)).encode())
+            else:
+                self._stream(n, body)
+            if script.die_after is not None and len(state.requests) >= script.die_after:
+                print("ERROR scripted crash", flush=True)
+                os._exit(9)
+
+        def _stream(self, n: int, body: dict) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
             _stream(self.wfile, state, n, body.get("model", "mock"))
             self.close_connection = True
-            if script.die_after is not None and len(state.requests) >= script.die_after:
-                print("ERROR scripted crash", flush=True)
-                os._exit(9)
 
     return Handler
 
@@ -96,7 +108,7 @@ VOCAB = 5000
 
 def _completion_with_logprobs(body: dict, script: Script) -> dict:
     """Prompt logprobs in vLLM's shape over a toy tokenizer (one token per word)."""
-    ids = [zlib.crc32(word.encode()) % VOCAB for word in str(body["prompt"]).split()]
+    ids = _toy_ids(str(body["prompt"]))
     k = int(body["prompt_logprobs"])
     entries: list[dict | None] = [None]
     for tok in ids[1:]:
@@ -109,6 +121,22 @@ def _completion_with_logprobs(body: dict, script: Script) -> dict:
         )
     choice = {"index": 0, "text": "w", "prompt_logprobs": entries, "prompt_token_ids": ids, "finish_reason": "length"}
     return {"id": "mock", "object": "text_completion", "model": body.get("model"), "choices": [choice]}
+
+
+def _toy_ids(text: str) -> list[int]:
+    return [zlib.crc32(word.encode()) % VOCAB for word in text.split()]
+
+
+def _chat_reply(body: dict, script: Script, n: int) -> dict:
+    """A non-streaming chat completion in vLLM's shape, token ids included (one toy token per word)."""
+    user = str((body.get("messages") or [{}])[-1].get("content", ""))
+    text = next((r for key, r in script.replies.items() if key in user), script.reply)
+    text = script.reply_prefix + (text if text is not None else " ".join(f"{script.text}{i}" for i in range(n)))
+    ids = _toy_ids(text)
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop", "token_ids": ids}
+    usage = {"prompt_tokens": len(_toy_ids(user)), "completion_tokens": len(ids)}
+    return {"id": "mock", "object": "chat.completion", "model": body.get("model"), "choices": [choice], "usage": usage}
 
 
 def _chunk(model: str, content: str | None, finish: str | None = None, usage: dict | None = None) -> bytes:
@@ -195,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spec-drafts", type=int, default=0)
     p.add_argument("--logprob-shift", type=float, default=0.0)
     p.add_argument("--die-after", type=int, default=None, help="crash after this many chat requests")
+    p.add_argument("--speculative-config", default=None, help="vLLM's flag: echoed in the log as vLLM does")
+    p.add_argument("--spec-diverges", action="store_true", help="with --speculative-config: change greedy answers")
+    p.add_argument("--reply", default=None, help="the answer to every non-streaming chat request")
     p.add_argument("--gpu-gib", type=float, default=0, help="hold this much GPU memory (torch, CUDA) while serving")
     args, _vllm_flags = p.parse_known_args(argv)
     held = _hold_gpu_memory(args.gpu_gib) if args.gpu_gib else None  # noqa: F841  (kept alive while serving)
@@ -203,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.exit_code is not None:
         print("ERROR scripted startup failure", flush=True)
         sys.exit(args.exit_code)
+    if args.speculative_config:
+        method = json.loads(args.speculative_config).get("method")
+        print(f"INFO Initializing a V1 LLM engine with config: speculative_config=SpeculativeConfig(method='{method}')")
     print("INFO torch.compile takes 1.50 s in total", flush=True)
     print("INFO init engine (profile, create kv cache, warmup model) took 2.00 s", flush=True)
     script = Script(
@@ -212,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         die_after=args.die_after,
         logprob_shift=args.logprob_shift,
         spec_drafts_per_token=args.spec_drafts,
+        reply=args.reply,
+        reply_prefix="diverged " if args.spec_diverges and args.speculative_config else "",
     )
     with MockServer(script, port=args.port):
         print("INFO Application startup complete.", flush=True)

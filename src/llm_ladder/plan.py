@@ -24,6 +24,14 @@ LONG_PROMPT = (
     "Cover hardware selection, memory budgeting, quantization, serving, monitoring and failure recovery, "
     "with several paragraphs for each topic."
 )
+SETTINGS_NOT_AFFECTING_OUTPUT = {
+    "name",
+    "served_name",
+    "speculative",
+    "expect_log",
+    "startup_timeout_s",
+    "trust_remote_code",
+}
 SPEC_METHODS = {"ngram", "draft_model", "eagle", "eagle3", "medusa", "mtp", "suffix"}
 
 
@@ -76,6 +84,19 @@ class AgreementSpec(Strict):
     write itself means broken sampling, which prompt logprobs cannot see."""
 
 
+class SuitesSpec(Strict):
+    """Task suites run on every rung with greedy decoding (see suites.py)."""
+
+    enabled: bool = True
+    names: tuple[str, ...] = ("instructions", "exact")
+    """Shipped suites by name, or YAML files of the same shape."""
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """Items in flight at once: the suites are throughput work, and batching keeps them short on a CPU."""
+    seed: int = 0
+    limit: int | None = Field(default=None, ge=1)
+    """Only the first N items of each suite (quick runs and tests)."""
+
+
 Objective = Literal["decode_tps_long", "decode_tps_short", "ttft_ms"]
 
 
@@ -89,6 +110,12 @@ class QualityBudget(Strict):
     max_perplexity_ratio: float = Field(default=1.05, ge=1)
     max_mean_kl: float = Field(default=0.05, ge=0)
     min_same_top: float = Field(default=0.90, ge=0, le=1)
+    max_accuracy_drop: float = Field(default=10.0, ge=0, le=100)
+    """Points of accuracy a rung may lose against the baseline on each task suite (strict accuracy)."""
+    min_greedy_identity: float = Field(default=0.9, ge=0, le=1)
+    """Share of a speculative rung's greedy answers identical to its model's without speculation; lossless
+    speculation gives 100%, and anything less is flagged. Below this it is rejected: near-ties broken
+    differently by batched verification explain a few items, not many."""
     max_output_perplexity_ratio: float = Field(default=4.0, ge=1)
     """A rung's answers scored by its own model, against the baseline's answers scored by the baseline: a
     large ratio means the rung writes text its model finds implausible (broken sampling or speculation)."""
@@ -156,6 +183,7 @@ class Plan(Strict):
     warmup_requests: int = Field(default=1, ge=0)
     workloads: tuple[Workload, ...] = DEFAULT_WORKLOADS
     agreement: AgreementSpec = AgreementSpec()
+    suites: SuitesSpec = SuitesSpec()
     quality_budget: QualityBudget = QualityBudget()
     objective: Objective = "decode_tps_long"
     rungs: tuple[Rung, ...] = Field(min_length=1)
@@ -196,6 +224,15 @@ class Plan(Strict):
             update["trials"] = trials
         return self.model_copy(update=update)
 
+    def without_speculation(self, rung: Rung) -> Rung | None:
+        """The rung serving the same model, settings alike, without speculation: lossless speculation must give
+        its greedy answers token for token."""
+
+        def key(r: Rung) -> dict[str, Any]:
+            return r.model_dump(exclude=SETTINGS_NOT_AFFECTING_OUTPUT)
+
+        return next((r for r in self.rungs if r.speculative is None and key(r) == key(rung)), None)
+
     def rung(self, name: str) -> Rung:
         for rung in self.rungs:
             if rung.name == name:
@@ -230,7 +267,7 @@ def _merge_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def _describe(err: ValidationError) -> str:
+def describe_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "plan"
     msg = first["msg"].removeprefix("Value error, ")
@@ -246,15 +283,19 @@ def parse_plan(raw: Any, source: str = "plan") -> Plan:
     try:
         return Plan.model_validate(_merge_defaults(dict(raw)))
     except ValidationError as err:
-        raise PlanError(f"{source}: {_describe(err)}") from None
+        raise PlanError(f"{source}: {describe_error(err)}") from None
 
 
 def load_plan(spec: str | Path | None = None) -> Plan:
     path = resolve_plan_path(spec)
+    return parse_plan(read_yaml(path, PlanError), str(path))
+
+
+def read_yaml(path: Path, error: type[ValueError]) -> Any:
+    """Parse a YAML file; a syntax error becomes `error` with the file and line."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise PlanError(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None
-    return parse_plan(raw, str(path))
+        raise error(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None

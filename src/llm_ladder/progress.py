@@ -1,4 +1,4 @@
-"""Rich progress for a climb: one bar over every measured request, status lines above it."""
+"""Rich progress for a climb: one bar over every measured request and suite item, status lines above it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from llm_ladder.client import RequestRecord
-from llm_ladder.plan import Plan
+from llm_ladder.suites import ItemResult
 
 
 class ClimbProgress:
-    """Context manager; `notify` prints a line, `advance` counts a finished request."""
+    """Context manager; `notify` prints a line, `advance` counts a finished request, `advance_item` a suite item."""
 
-    def __init__(self, console: Console, plan: Plan) -> None:
+    def __init__(self, console: Console, total: int) -> None:
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -23,7 +23,6 @@ class ClimbProgress:
             console=console,
             transient=True,
         )
-        total = len(plan.rungs) * len(plan.workloads) * plan.trials
         self.task = self.progress.add_task("requests", total=total)
 
     def __enter__(self) -> ClimbProgress:
@@ -41,4 +40,10 @@ class ClimbProgress:
         status = "" if record.ok else f" [red]error: {record.error}[/red]"
         tps = f"{record.decode_tps:.1f} tok/s" if record.decode_tps else "n/a"
         self.console.print(f"  {record.workload} #{record.trial + 1}: {tps}{status}", highlight=False)
+        self.progress.advance(self.task)
+
+    def advance_item(self, item: ItemResult) -> None:
+        """Suite items are many and short: counted on the bar, printed only when they fail to get an answer."""
+        if item.error:
+            self.console.print(f"  [red]{item.suite}/{item.id}: {item.error}[/red]", highlight=False)
         self.progress.advance(self.task)

@@ -7,6 +7,7 @@ where the trials' ranges do not overlap.
 
 from __future__ import annotations
 
+from llm_ladder.agreement import Agreement
 from llm_ladder.metrics import Spread
 from llm_ladder.plan import Objective, QualityBudget
 from llm_ladder.results import Recommendation, RungResult, RunSummary, Verdict
@@ -34,17 +35,33 @@ def output_perplexity_ratios(result: RungResult, baseline: RungResult | None) ->
     return ratios
 
 
-def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget) -> Verdict:
-    """Inside or outside the quality budget, with the reasons."""
-    if result.status != "ok":
-        return Verdict(rung=result.name, accepted=False, reasons=[f"failed: {result.error}"])
-    if baseline is not None and result.name == baseline.name:
-        return Verdict(rung=result.name, accepted=True, reasons=["the quality baseline"])
-    a = result.agreement
-    if a is None:
-        return Verdict(rung=result.name, accepted=False, reasons=["no quality measurement against the baseline"])
+Check = tuple[bool, str, str, str]
+"""(inside the budget, what was measured, operator, limit)."""
+
+
+def suite_checks(result: RungResult, baseline: RungResult | None, budget: QualityBudget) -> list[Check]:
+    """Accuracy drop per task suite against the baseline; greedy identity for speculative rungs."""
+    checks: list[Check] = []
+    if baseline is not None and baseline.suites and not result.suites:
+        checks.append((False, "no task-suite results (the baseline has them)", "", ""))
+    for name, score in result.suites.items():
+        if (p := score.vs_baseline) is None:
+            continue
+        lo, hi = score.ci95
+        what = (
+            f"`{name}` accuracy {score.accuracy:.1%} (95% CI {lo:.0%}–{hi:.0%}, n={score.n}), "
+            f"drop {p.drop_points:.1f} pts vs the baseline (McNemar p={p.p_value:.2f})"
+        )
+        checks.append((p.drop_points <= budget.max_accuracy_drop, what, "≤", f"{budget.max_accuracy_drop:g} pts"))
+    if (ident := result.greedy_identity) is not None:
+        what = f"greedy answers identical to {ident.reference}'s {ident.match:.1%} ({ident.identical}/{ident.compared})"
+        checks.append((ident.match >= budget.min_greedy_identity, what, "≥", f"{budget.min_greedy_identity:.0%}"))
+    return checks
+
+
+def agreement_checks(a: Agreement, budget: QualityBudget) -> list[Check]:
     lo, hi = a.same_top_ci95
-    checks = [
+    return [
         (
             a.perplexity_ratio <= budget.max_perplexity_ratio,
             f"perplexity ratio {a.perplexity_ratio:.3f}",
@@ -59,7 +76,10 @@ def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget
             f"{budget.min_same_top:.0%}",
         ),
     ]
-    checks += [
+
+
+def output_checks(result: RungResult, baseline: RungResult | None, budget: QualityBudget) -> list[Check]:
+    return [
         (
             ratio <= budget.max_output_perplexity_ratio,
             f"`{name}` answers' perplexity {ratio:.1f}× the baseline's",
@@ -68,7 +88,22 @@ def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget
         )
         for name, ratio in output_perplexity_ratios(result, baseline).items()
     ]
-    failed = [f"{what} is outside the budget ({op} {limit})" for ok, what, op, limit in checks if not ok]
+
+
+def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget) -> Verdict:
+    """Inside or outside the quality budget, with the reasons: every quality measurement the rung has against
+    the baseline must be inside it, and it must have at least one."""
+    if result.status != "ok":
+        return Verdict(rung=result.name, accepted=False, reasons=[f"failed: {result.error}"])
+    if baseline is not None and result.name == baseline.name:
+        return Verdict(rung=result.name, accepted=True, reasons=["the quality baseline"])
+    checks = agreement_checks(result.agreement, budget) if result.agreement else []
+    checks += output_checks(result, baseline, budget) + suite_checks(result, baseline, budget)
+    if not checks:
+        return Verdict(rung=result.name, accepted=False, reasons=["no quality measurement against the baseline"])
+    failed = [
+        f"{what} is outside the budget ({op} {limit})" if op else what for ok, what, op, limit in checks if not ok
+    ]
     if failed:
         return Verdict(rung=result.name, accepted=False, reasons=failed)
     return Verdict(rung=result.name, accepted=True, reasons=[f"{what} {op} {limit}" for _, what, op, limit in checks])

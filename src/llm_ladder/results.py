@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import StartupStages, StopReport
 from llm_ladder.metrics import SpecStats, WorkloadStats
+from llm_ladder.suites import Identity, SuiteScore
 from llm_ladder.telemetry import MemoryStats
 
 
@@ -56,6 +57,11 @@ class RungResult(BaseModel):
     agreement: Agreement | None = None
     """Against the baseline's prompt logprobs: perplexity (ratio), mean / p99 KL, same-top share with its CI."""
     agreement_error: str | None = None
+    suites: dict[str, SuiteScore] = {}
+    """Task-suite accuracies (greedy), each with its CI and the paired comparison with the baseline."""
+    greedy_identity: Identity | None = None
+    """Speculative rungs: greedy answers against the same model without speculation."""
+    greedy_identity_error: str | None = None
     stop: StopReport | None = None
     sample_outputs: dict[str, str] = {}
     error: str | None = None
@@ -107,8 +113,7 @@ class RunDir:
     """The files of one climb. Appends are flushed and fsynced: the log is the source of truth."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        self.path = path  # created by the first write: bad input must leave nothing behind
 
     @staticmethod
     def exists(path: Path) -> bool:
@@ -121,6 +126,7 @@ class RunDir:
     def append(self, kind: str, payload: BaseModel | dict[str, Any], **extra: Any) -> None:
         data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
         line = json.dumps({"type": kind, "time": datetime.now(UTC).isoformat(), **extra, **data})
+        self.path.mkdir(parents=True, exist_ok=True)
         with self.jsonl.open("a") as f:
             f.write(line + "\n")
             f.flush()
@@ -150,5 +156,6 @@ class RunDir:
         return done
 
     def write_summary(self, summary: RunSummary, markdown: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "results.json").write_text(summary.model_dump_json(indent=2))
         (self.path / "summary.md").write_text(markdown)

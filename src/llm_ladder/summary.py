@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from llm_ladder.results import RungResult, RunSummary
+from llm_ladder.suites import SuiteScore
 
 COLUMNS = (
     "rung",
@@ -162,6 +163,77 @@ def agreement_rows(summary: RunSummary) -> list[list[str]]:
     return out
 
 
+SUITE_COLUMNS = ("rung", "suite", "n", "accuracy (95% CI)", "loose", "vs baseline", "errors")
+
+
+def _vs_baseline(score: SuiteScore) -> str:
+    p = score.vs_baseline
+    if p is None:
+        return "–"
+    sign = "−" if p.drop_points > 0 else "+"
+    verdict = "significant" if p.significant else "not significant"
+    return (
+        f"{sign}{abs(p.drop_points):.1f} pts (lost {p.lost}, gained {p.gained}; McNemar p={p.p_value:.2f}, {verdict})"
+    )
+
+
+def suite_cells(rung: str, score: SuiteScore) -> list[str]:
+    lo, hi = score.ci95
+    loose = "–" if score.loose_accuracy is None else f"{score.loose_accuracy:.1%}"
+    cells = [rung, score.suite, str(score.n), f"{score.accuracy:.1%} ({lo:.0%}–{hi:.0%})", loose]
+    return [*cells, _vs_baseline(score), str(score.errors)]
+
+
+def suite_rows(summary: RunSummary) -> list[list[str]]:
+    return [suite_cells(r.name, score) for r in summary.rungs for score in r.suites.values()]
+
+
+def suite_table(model: str, scores: dict[str, SuiteScore]) -> Table:
+    """`ladder eval`'s result in the terminal."""
+    table = Table(title=f"task suites: {model}")
+    for col in SUITE_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for score in scores.values():
+        table.add_row(*suite_cells(model, score))
+    return table
+
+
+def _identity_lines(summary: RunSummary) -> list[str]:
+    lines = []
+    for r in summary.rungs:
+        ident = r.greedy_identity
+        if ident is not None:
+            flag = "" if ident.match == 1 else " ⚠ below 100%: speculation changed greedy output"
+            shown = ", ".join(ident.differing[:8]) + (" …" if len(ident.differing) > 8 else "")
+            differing = f" Differing (item@first differing token): {shown}." if ident.differing else ""
+            lines.append(
+                f"- **{r.name}** vs **{ident.reference}**: {ident.identical}/{ident.compared} greedy answers "
+                f"identical token for token ({ident.match:.1%}){flag}.{differing}"
+            )
+        elif r.greedy_identity_error:
+            lines.append(f"- **{r.name}**: greedy identity not measured: {r.greedy_identity_error}.")
+    return lines
+
+
+def _suite_lines(summary: RunSummary) -> list[str]:
+    body = suite_rows(summary)
+    if not body:
+        return []
+    lines = [
+        "",
+        "## Task suites",
+        "",
+        "Greedy decoding (temperature 0, fixed seed); strict accuracy with its 95% Wilson interval, IFEval's loose "
+        "accuracy for instruction items, and the paired comparison with the baseline on the same items. Every item's "
+        "prompt, answer and verdict: `suites/<rung>.jsonl`.",
+        "",
+        *_md_table(SUITE_COLUMNS, body),
+    ]
+    if identity := _identity_lines(summary):
+        lines += ["", "Speculative decoding is lossless: greedy answers must equal the target model's.", "", *identity]
+    return lines
+
+
 def _recommendation_lines(summary: RunSummary) -> list[str]:
     rec = summary.recommendation
     if rec is None:
@@ -211,6 +283,7 @@ def to_markdown(summary: RunSummary) -> str:
             "",
             *_md_table(AGREEMENT_COLUMNS, agreement),
         ]
+    lines += _suite_lines(summary)
     lines += _answer_lines(summary)
     notes = _notes(summary)
     if notes:

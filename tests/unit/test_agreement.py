@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from llm_ladder.agreement import Position, agreement, kl_divergence, parse_prompt_logprobs, perplexity, wilson_interval
+from llm_ladder.agreement import Position, agreement, kl_divergence, parse_prompt_logprobs, perplexity
+from llm_ladder.metrics import wilson_interval
 
 
 def _pos(actual, probs):

@@ -3,6 +3,7 @@ from llm_ladder.metrics import Spread, WorkloadStats
 from llm_ladder.plan import QualityBudget
 from llm_ladder.recommend import recommend
 from llm_ladder.results import RungResult, RunSummary
+from llm_ladder.suites import Identity, Paired, SuiteScore, mcnemar_p
 
 
 def _rung(name, tps, spread=0.5, agreement=None, status="ok"):
@@ -96,3 +97,50 @@ def test_accepted_rungs_without_the_objective_are_said_so():
     rung.workloads.pop("long")
     rec = recommend(_summary(rung), QualityBudget(), "decode_tps_long")
     assert rec.rung is None and rec.summary == "no rung inside the quality budget has a decode_tps_long measurement"
+
+
+def _suite(passed, n=40, lost=0, gained=0):
+    drop = 100 * (lost - gained) / n
+    vs = Paired(baseline_accuracy=0.5, drop_points=drop, lost=lost, gained=gained, p_value=mcnemar_p(lost, gained))
+    return SuiteScore(suite="exact", n=n, passed=passed, vs_baseline=vs if lost or gained else None)
+
+
+def test_accuracy_drop_beyond_the_budget_rejects_a_rung_with_its_evidence():
+    base = _rung("bf16", 10)
+    base.suites = {"exact": _suite(20)}
+    small, large = _rung("int8", 14, agreement=_agree()), _rung("int4", 20, agreement=_agree())
+    small.suites = {"exact": _suite(19, lost=2, gained=1)}
+    large.suites = {"exact": _suite(12, lost=9, gained=1)}
+    rec = recommend(_summary(base, small, large), QualityBudget(), "decode_tps_long")
+    assert rec.rung == "int8"
+    verdicts = {v.rung: v for v in rec.verdicts}
+    assert "`exact` accuracy 47.5% (95% CI 33%–63%, n=40), drop 2.5 pts vs the baseline (McNemar p=1.00) ≤ 10 pts" in (
+        verdicts["int8"].reasons
+    )
+    assert verdicts["int4"].reasons == [
+        "`exact` accuracy 30.0% (95% CI 18%–45%, n=40), drop 20.0 pts vs the baseline (McNemar p=0.02) "
+        "is outside the budget (≤ 10 pts)"
+    ]
+
+
+def test_a_rung_without_suite_results_is_not_recommended_when_the_baseline_has_them():
+    base, rung = _rung("bf16", 10), _rung("int4", 20, agreement=_agree())
+    base.suites = {"exact": _suite(20)}
+    rec = recommend(_summary(base, rung), QualityBudget(), "decode_tps_long")
+    assert rec.rung == "bf16" and rec.verdicts[1].reasons == ["no task-suite results (the baseline has them)"]
+
+
+def test_greedy_identity_below_the_budget_rejects_a_speculative_rung():
+    base, spec = _rung("int4", 10), _rung("int4-spec", 20, agreement=_agree())
+    spec.greedy_identity = Identity(reference="int4", compared=88, identical=70)
+    rec = recommend(_summary(base, spec), QualityBudget(), "decode_tps_long")
+    assert rec.verdicts[1].reasons == ["greedy answers identical to int4's 79.5% (70/88) is outside the budget (≥ 90%)"]
+    spec.greedy_identity = Identity(reference="int4", compared=88, identical=87)
+    assert recommend(_summary(base, spec), QualityBudget(), "decode_tps_long").rung == "int4-spec"
+
+
+def test_task_suites_alone_are_a_quality_measurement():
+    base, rung = _rung("bf16", 10), _rung("int4", 20)  # agreement disabled in the plan
+    base.suites, rung.suites = {"exact": _suite(20)}, {"exact": _suite(20, lost=1, gained=1)}
+    rec = recommend(_summary(base, rung), QualityBudget(), "decode_tps_long")
+    assert rec.rung == "int4" and rec.verdicts[1].reasons[0].startswith("`exact` accuracy 50.0%")
