@@ -108,6 +108,10 @@ def eval_(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of each suite.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Items in flight at once.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Directory for items.jsonl (default runs/<timestamp>-eval).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
+    ] = None,
 ) -> None:
     """Run the task suites (greedy, fixed seed) against any running OpenAI-compatible server."""
     import httpx
@@ -125,7 +129,7 @@ def eval_(
     items_path = out_dir / "items.jsonl"
     with ClimbProgress(console, sum(len(s.items) for s in suites)) as progress:
         try:
-            name, scores = evaluate_url(url, model, suites, spec, items_path, progress.advance_item)
+            name, scores = evaluate_url(url, model, suites, spec, items_path, progress.advance_item, api_key)
         except (httpx.HTTPError, ValueError) as err:
             fail(f"{url}: {type(err).__name__}: {err}")
     console.print(suite_table(name, scores))

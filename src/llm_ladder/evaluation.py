@@ -98,15 +98,22 @@ async def served_model(http: httpx.AsyncClient, base_url: str, wanted: str | Non
 
 
 async def _evaluate(
-    base_url: str, model: str | None, suites: list[Suite], spec: SuitesSpec, on_item: OnItem
+    base_url: str, model: str | None, suites: list[Suite], spec: SuitesSpec, on_item: OnItem, api_key: str | None
 ) -> tuple[str, dict[str, SuiteScore]]:
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, headers=headers) as http:
         model = await served_model(http, base_url, model)
         return model, scores(await run_suites(http, base_url, model, suites, spec, on_item))
 
 
 def evaluate_url(
-    base_url: str, model: str | None, suites: list[Suite], spec: SuitesSpec, items_path: Path, on_item: OnItem
+    base_url: str,
+    model: str | None,
+    suites: list[Suite],
+    spec: SuitesSpec,
+    items_path: Path,
+    on_item: OnItem,
+    api_key: str | None = None,
 ) -> tuple[str, dict[str, SuiteScore]]:
     """`ladder eval`: the suites against a running server, each item appended to `items_path` as answered."""
 
@@ -114,4 +121,4 @@ def evaluate_url(
         append_item(items_path, item)
         on_item(item)
 
-    return asyncio.run(_evaluate(base_url.rstrip("/"), model, suites, spec, keep))
+    return asyncio.run(_evaluate(base_url.rstrip("/"), model, suites, spec, keep, api_key))

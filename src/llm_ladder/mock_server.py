@@ -37,6 +37,8 @@ class Script:
     """The answer to non-streaming chat requests (default: `tokens` words)."""
     replies: dict[str, str] = field(default_factory=dict)
     """Answers by prompt: the first key found in the user message picks its reply."""
+    api_key: str | None = None
+    """When set, /v1/* requests need `Authorization: Bearer <api_key>` (as `vllm serve --api-key`)."""
     reply_prefix: str = ""
     """Prepended to every non-streaming answer (a lossy speculation, when only the speculative rung has it)."""
 
@@ -62,7 +64,16 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _unauthorized(self) -> bool:
+            key = state.script.api_key
+            if key and self.path.startswith("/v1/") and self.headers.get("Authorization") != f"Bearer {key}":
+                self._send(401, json.dumps({"error": "Unauthorized"}).encode())
+                return True
+            return False
+
         def do_GET(self) -> None:
+            if self._unauthorized():
+                return
             if self.path == "/health":
                 self._send(200, b"")
             elif self.path == "/metrics":
@@ -74,6 +85,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self._unauthorized():
+                return
             if self.path == "/v1/completions" and body.get("prompt_logprobs"):
                 self._send(200, json.dumps(_completion_with_logprobs(body, state.script)).encode())
                 return

@@ -1,4 +1,4 @@
-"""A real two-rung climb (bf16 + int4) on vLLM's CPU build, through the `ladder` command."""
+"""A real climb (bf16, int4, int4 + n-gram) on vLLM's CPU build, through the `ladder` command."""
 
 import json
 import subprocess
@@ -11,10 +11,13 @@ from llm_ladder.plan import load_plan
 
 
 def _e2e_plan(tmp_path):
-    """The default plan's bf16 and int4 rungs, eager mode and short outputs to keep CI within minutes."""
+    """The default plan's bf16, int4 and int4-spec rungs, eager mode, short outputs and the first items of each
+    task suite, to keep CI within minutes."""
     plan = load_plan("smollm2-cpu")
     rungs = [
-        r.model_dump(exclude_defaults=True) | {"enforce_eager": True} for r in plan.rungs if r.name in ("bf16", "int4")
+        r.model_dump(exclude_defaults=True) | {"enforce_eager": True}
+        for r in plan.rungs
+        if r.name in ("bf16", "int4", "int4-spec")
     ]
     raw = {
         "name": "smollm2-cpu-e2e",
@@ -23,6 +26,7 @@ def _e2e_plan(tmp_path):
             {"name": "short", "prompt": plan.workloads[0].prompt, "max_tokens": 48},
             {"name": "long", "prompt": plan.workloads[1].prompt, "max_tokens": 96, "min_tokens": 96},
         ],
+        "suites": {"limit": 4},
         "rungs": rungs,
     }
     path = tmp_path / "plan.yaml"
@@ -38,7 +42,7 @@ def _vllm_processes():
     ]
 
 
-def test_two_rung_climb_on_vllm_cpu(tmp_path):
+def test_climb_on_vllm_cpu(tmp_path):
     out = tmp_path / "run"
     before = set(_vllm_processes())
     proc = subprocess.run(
@@ -49,8 +53,8 @@ def test_two_rung_climb_on_vllm_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
-    bf16, int4 = summary["rungs"]
-    for rung in (bf16, int4):
+    bf16, int4, spec = summary["rungs"]
+    for rung in (bf16, int4, spec):
         assert rung["status"] == "ok", rung["error"]
         assert rung["workloads"]["long"]["completion_tokens"]["median"] == 96
         assert rung["workloads"]["short"]["decode_tps"]["median"] > 0
@@ -59,6 +63,9 @@ def test_two_rung_climb_on_vllm_cpu(tmp_path):
         assert rung["stop"]["leftover_pids"] == [] and rung["stop"]["memory_released"]
         assert all(v.startswith("ok") for v in rung["verification"])
         assert rung["workloads"]["short"]["output_perplexity"]["median"] > 1  # answers scored by their model
+        assert {s["suite"]: s["n"] for s in rung["suites"].values()} == {"instructions": 4, "exact": 4}
+        items = [json.loads(x) for x in (out / "suites" / f"{rung['name']}.jsonl").read_text().splitlines()]
+        assert len(items) == 8 and all(i["response"] and i["token_ids"] and i["error"] is None for i in items)
     assert 0.2 < bf16["weights_gib"] < 0.3  # the bf16 checkpoint on disk
     assert int4["weights_gib"] is None  # online quantization: the disk size would be the bf16 one
     assert "--enforce-eager" in int4["command"] and "torchao" in int4["command"]
@@ -66,8 +73,11 @@ def test_two_rung_climb_on_vllm_cpu(tmp_path):
     same, drift = bf16["agreement"], int4["agreement"]
     assert same["tokens"] >= 2000 and same["perplexity_ratio"] == 1 and same["same_top"] == 1
     assert drift["tokens"] == same["tokens"] and drift["mean_kl"] > 0 and drift["same_top"] < 1
+    assert int4["suites"]["exact"]["vs_baseline"]["lost"] >= 0
+    assert spec["greedy_identity"]["reference"] == "int4" and spec["greedy_identity"]["compared"] == 8
+    assert spec["greedy_identity"]["match"] == 1.0, spec["greedy_identity"]  # speculation is lossless
     md = (out / "summary.md").read_text()
-    assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md
+    assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md and "## Task suites" in md
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert sum(json.loads(x)["type"] == "request" for x in lines) == 4
+    assert sum(json.loads(x)["type"] == "request" for x in lines) == 6
     assert set(_vllm_processes()) <= before

@@ -96,3 +96,13 @@ def test_failed_requests_become_failed_items_not_crashes(tmp_path):
     assert result.exit_code == 0
     items = [json.loads(x) for x in (tmp_path / "ev" / "items.jsonl").read_text().splitlines()]
     assert len(items) == 3 and all(i["error"].startswith("HTTP 500") and not i["passed"] for i in items)
+
+
+def test_api_key_is_sent_and_never_written(tmp_path):
+    with MockServer(Script(api_key="sk-s3cret", reply="42")) as server:
+        denied = _eval(server.url, tmp_path, "--limit", "1")
+        assert denied.exit_code == 2 and "401" in denied.output
+        result = _eval(server.url, tmp_path, "--limit", "1", "--suite", "exact", "--api-key", "sk-s3cret")
+    assert result.exit_code == 0 and "sk-s3cret" not in result.output
+    items = (tmp_path / "ev" / "items.jsonl").read_text()
+    assert '"passed":true' in items and "sk-s3cret" not in items
