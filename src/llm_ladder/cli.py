@@ -13,7 +13,7 @@ from rich.table import Table
 
 from llm_ladder.engines.base import EngineError, get_engine
 from llm_ladder.models import ModelError, ModelStore
-from llm_ladder.plan import PlanError, load_plan
+from llm_ladder.plan import PlanError, describe_error, load_plan
 from llm_ladder.progress import ClimbProgress
 from llm_ladder.results import RunDir, default_run_dir
 from llm_ladder.suites import SuiteError
@@ -134,6 +134,76 @@ def eval_(
             fail(f"{url}: {type(err).__name__}: {err}")
     console.print(suite_table(name, scores))
     console.print(f"items: {items_path}")
+
+
+@app.command("bench")
+def bench(
+    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")],
+    model: Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")] = None,
+    endpoint: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
+    dataset: Annotated[str, typer.Option(help="workshop, random, sharegpt or jsonl.")] = "random",
+    dataset_path: Annotated[Path | None, typer.Option(help="The JSONL file (or a ShareGPT JSON file).")] = None,
+    input_len: Annotated[int, typer.Option(min=1, help="Random prompts: input tokens.")] = 256,
+    output_len: Annotated[int, typer.Option(min=1, help="Output tokens (random: exact, with ignore_eos).")] = 128,
+    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer dir for exact lengths (else words).")] = None,
+    concurrency: Annotated[str | None, typer.Option(help="Requests in flight; a list is a sweep: 1,4,16.")] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Requests/s; a list is a sweep. Poisson unless --burstiness.")
+    ] = None,
+    burstiness: Annotated[
+        float, typer.Option(min=0.001, help="Gamma shape of the gaps: 1 Poisson, inf constant.")
+    ] = 1.0,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests per load level.")] = 32,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Seconds per load level at most.")] = None,
+    warmup: Annotated[
+        int | None, typer.Option(min=0, help="Requests left out at the start (default: concurrency).")
+    ] = None,
+    cooldown: Annotated[
+        int | None, typer.Option(min=0, help="Requests left out at the end (default: as warmup).")
+    ] = None,
+    slo: Annotated[str | None, typer.Option(help="Goodput SLOs in ms: ttft=500,tpot=50,e2e=4000.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for datasets and arrivals.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Directory for bench.json, bench.csv, requests.jsonl.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
+    ] = None,
+) -> None:
+    """Load-test any OpenAI-compatible server: concurrency or rate sweeps, vllm-bench metrics, goodput."""
+    import httpx
+    from pydantic import ValidationError
+
+    from llm_ladder.arrivals import shapes_from
+    from llm_ladder.evaluation import find_model
+    from llm_ladder.loadstats import parse_slo
+    from llm_ladder.prompts import load_requests, local_tokenizer, word_count
+    from llm_ladder.summary import load_table
+    from llm_ladder.sweep import SweepOptions, run_sweep
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        shapes = shapes_from(concurrency, rate, burstiness, seed)
+        opts = SweepOptions(
+            shapes=shapes,
+            endpoint=endpoint,
+            max_requests=max_requests,
+            duration_s=duration,
+            warmup=warmup,
+            cooldown=cooldown,
+            slo=parse_slo(slo or ""),
+        )
+        count = local_tokenizer(tokenizer) if tokenizer else word_count
+        requests = load_requests(dataset, max_requests, input_len, output_len, seed, dataset_path, count)
+        name = find_model(url, model, headers)
+    except ValidationError as err:
+        fail(describe_error(err))
+    except (ValueError, OSError, httpx.HTTPError) as err:
+        fail(f"{type(err).__name__}: {err}" if isinstance(err, httpx.HTTPError) else str(err))
+    out_dir = out or default_run_dir("bench")
+    with ClimbProgress(console, len(shapes) * max_requests) as progress:
+        result = run_sweep(url, name, requests, opts, out_dir, progress.advance_quietly, headers)
+    console.print(load_table(result))
+    console.print(f"results: {out_dir / 'bench.json'}, {out_dir / 'bench.csv'}, {out_dir / 'requests.jsonl'}")
 
 
 @models_app.command("list")

@@ -23,6 +23,10 @@ class RequestRecord(BaseModel):
     trial: int
     ok: bool = True
     error: str | None = None
+    error_kind: str | None = None
+    """http_4xx, http_5xx, timeout, connect, read, malformed_sse, stream_error, truncated or no_content."""
+    start_s: float | None = None
+    """perf_counter() when the request was sent: places it on a load run's timeline."""
     ttft_s: float | None = None
     e2e_s: float | None = None
     itl_s: list[float] = []
@@ -32,6 +36,10 @@ class RequestRecord(BaseModel):
     text: str = ""
     output_perplexity: float | None = None
     """Perplexity of `text` under the serving model itself, when the plan scores outputs."""
+
+    def fail(self, kind: str, error: str) -> None:
+        if self.ok:  # the first failure is the cause; later ones are consequences
+            self.ok, self.error_kind, self.error = False, kind, error
 
     @property
     def decode_tps(self) -> float | None:
@@ -65,7 +73,8 @@ def chat_body(model: str, workload: Workload, seed: int) -> dict[str, Any]:
 
 
 def _sse_payloads(line: str) -> dict[str, Any] | None:
-    """Decode one SSE line; None for keep-alives, comments, and the [DONE] sentinel."""
+    """Decode one SSE line; None for keep-alives, comments, and the [DONE] sentinel. Raises ValueError for a
+    data line that is not JSON."""
     if not line.startswith("data:"):
         return None
     data = line[5:].strip()
@@ -74,24 +83,46 @@ def _sse_payloads(line: str) -> dict[str, Any] | None:
     return json.loads(data)
 
 
+def _chunk_text(choice: dict[str, Any]) -> str | None:
+    """Generated text in a chat delta (content or reasoning) or a completions choice."""
+    delta = choice.get("delta")
+    if delta is not None:
+        return delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+    return choice.get("text")
+
+
 class _Timer:
     """Accumulates chunk arrival times into a RequestRecord."""
 
     def __init__(self, record: RequestRecord) -> None:
-        self.record, self.start, self.last = record, time.perf_counter(), None
+        self.start = time.perf_counter()
+        self.record, self.last = record, None
+        record.start_s = self.start
         self.parts: list[str] = []
+        self.done = False
+
+    def on_line(self, line: str) -> None:
+        if line.strip() == "data: [DONE]":
+            self.done = True
+            return
+        try:
+            chunk = _sse_payloads(line)
+        except ValueError:
+            self.record.fail("malformed_sse", f"malformed SSE line: {line[:120]!r}")
+            return
+        if chunk is not None:
+            self.on_chunk(chunk)
 
     def on_chunk(self, chunk: dict[str, Any]) -> None:
         now = time.perf_counter()
         if error := chunk.get("error"):  # vLLM reports mid-stream failures as an error event
-            self.record.ok = False
-            self.record.error = str(error.get("message", error) if isinstance(error, dict) else error)
+            self.record.fail("stream_error", str(error.get("message", error) if isinstance(error, dict) else error))
         if usage := chunk.get("usage"):
             self.record.prompt_tokens = usage.get("prompt_tokens")
             self.record.completion_tokens = usage.get("completion_tokens")
         for choice in chunk.get("choices") or []:
             self.record.finish_reason = choice.get("finish_reason") or self.record.finish_reason
-            content = (choice.get("delta") or {}).get("content")
+            content = _chunk_text(choice)
             if not content:
                 continue
             if self.last is None:
@@ -104,29 +135,41 @@ class _Timer:
     def finish(self) -> RequestRecord:
         self.record.e2e_s = time.perf_counter() - self.start
         self.record.text = "".join(self.parts)
-        if self.record.ttft_s is None or self.record.completion_tokens is None:
-            missing = "content" if self.record.ttft_s is None else "usage"
-            self.record.ok, self.record.error = False, self.record.error or f"no {missing} in stream"
+        if self.record.ttft_s is None:
+            self.record.fail("no_content", "no content in stream")
+        elif not self.done or self.record.completion_tokens is None:
+            missing = "[DONE]" if not self.done else "usage"
+            self.record.fail("truncated", f"stream ended without {missing}")
         return self.record
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    return "read"
+
+
+async def stream(http: httpx.AsyncClient, url: str, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
+    """POST a streaming request and time it; every failure becomes a failed record, never an exception."""
+    timer = _Timer(record)
+    try:
+        async with http.stream("POST", url, json=body) as resp:
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode(errors="replace")[:300]
+                record.fail(f"http_{resp.status_code // 100}xx", f"HTTP {resp.status_code}: {text}")
+                return timer.finish()
+            async for line in resp.aiter_lines():
+                timer.on_line(line)
+    except httpx.HTTPError as exc:
+        record.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
+    return timer.finish()
 
 
 async def stream_chat(
     http: httpx.AsyncClient, base_url: str, model: str, workload: Workload, trial: int, seed: int
 ) -> RequestRecord:
-    """Send one streaming chat request; failures become a record with ok=False, never an exception."""
+    """Send one streaming chat request for a workload; failures become a record with ok=False."""
     record = RequestRecord(workload=workload.name, trial=trial)
-    timer = _Timer(record)
-    try:
-        async with http.stream(
-            "POST", f"{base_url}/v1/chat/completions", json=chat_body(model, workload, seed)
-        ) as resp:
-            if resp.status_code != 200:
-                body = (await resp.aread()).decode(errors="replace")[:300]
-                record.ok, record.error = False, f"HTTP {resp.status_code}: {body}"
-                return timer.finish()
-            async for line in resp.aiter_lines():
-                if (chunk := _sse_payloads(line)) is not None:
-                    timer.on_chunk(chunk)
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        record.ok, record.error = False, f"{type(exc).__name__}: {exc}"
-    return timer.finish()
+    return await stream(http, f"{base_url}/v1/chat/completions", chat_body(model, workload, seed), record)

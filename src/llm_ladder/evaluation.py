@@ -122,3 +122,13 @@ def evaluate_url(
         on_item(item)
 
     return asyncio.run(_evaluate(base_url.rstrip("/"), model, suites, spec, keep, api_key))
+
+
+def find_model(base_url: str, wanted: str | None, headers: dict[str, str] | None = None) -> str:
+    """`served_model` for synchronous callers (the CLI, before a load run)."""
+
+    async def go() -> str:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, headers=headers or {}) as http:
+            return await served_model(http, base_url.rstrip("/"), wanted)
+
+    return asyncio.run(go())

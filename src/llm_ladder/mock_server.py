@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import socket
+import struct
 import sys
 import threading
 import time
@@ -41,6 +44,15 @@ class Script:
     """When set, /v1/* requests need `Authorization: Bearer <api_key>` (as `vllm serve --api-key`)."""
     reply_prefix: str = ""
     """Prepended to every non-streaming answer (a lossy speculation, when only the speculative rung has it)."""
+    jitter_ms: float = 0.0
+    """Each delay is drawn uniformly from [d - jitter, d + jitter] (never below 0)."""
+    error_rate: float = 0.0
+    """Shares of streaming requests that fail: HTTP 500, a stream cut off halfway (no [DONE]), one malformed SSE
+    line, or a connection reset halfway. Drawn from a generator seeded with `seed`."""
+    truncate_rate: float = 0.0
+    malformed_rate: float = 0.0
+    reset_rate: float = 0.0
+    seed: int = 0
 
 
 class _State:
@@ -48,6 +60,28 @@ class _State:
         self.script, self.lock = script, threading.Lock()
         self.drafts = self.draft_tokens = self.accepted = 0
         self.requests: list[dict] = []
+        self.rng = random.Random(script.seed)
+        self.timelines: list[list[float]] = []
+        """Per streamed request: perf_counter() when it arrived, then when each content chunk was written — the
+        true delays a client's measurements are checked against (same host, same monotonic clock)."""
+
+    def fault(self) -> str | None:
+        s = self.script
+        with self.lock:
+            x = self.rng.random()
+        rates = {"error": s.error_rate, "truncate": s.truncate_rate, "malformed": s.malformed_rate}
+        for kind, rate in (rates | {"reset": s.reset_rate}).items():
+            if x < rate:
+                return kind
+            x -= rate
+        return None
+
+    def delay(self, ms: float) -> None:
+        jitter = self.script.jitter_ms
+        if jitter:
+            with self.lock:
+                ms = max(0.0, ms + self.rng.uniform(-jitter, jitter))
+        time.sleep(ms / 1000)
 
 
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
@@ -84,6 +118,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"{}")
 
         def do_POST(self) -> None:
+            received = time.perf_counter()
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             if self._unauthorized():
                 return
@@ -97,20 +132,29 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(script.fail_status, json.dumps({"error": {"message": "scripted failure"}}).encode())
                 return
             n = min(body.get("max_tokens") or script.tokens, script.tokens)
-            if not body.get("stream"):
+            if body.get("ignore_eos") and body.get("max_tokens"):
+                n = body["max_tokens"]
+            fault = state.fault() if body.get("stream") else None
+            if fault == "error":
+                self._send(500, json.dumps({"error": {"message": "scripted server error"}}).encode())
+            elif not body.get("stream"):
                 self._send(200, json.dumps(_chat_reply(body, script, n)).encode())
             else:
-                self._stream(n, body)
+                self._stream(n, body, received, fault)
             if script.die_after is not None and len(state.requests) >= script.die_after:
                 print("ERROR scripted crash", flush=True)
                 os._exit(9)
 
-        def _stream(self, n: int, body: dict) -> None:
+        def _stream(self, n: int, body: dict, received: float, fault: str | None) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            _stream(self.wfile, state, n, body.get("model", "mock"))
+            completions = self.path == "/v1/completions"
+            if _stream(self.wfile, state, n, body.get("model", "mock"), completions, [received], fault) == "reset":
+                # SO_LINGER 0: close() sends RST, as a crashed or overloaded server's connection would
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()  # now: the server's own shutdown would send a FIN first
             self.close_connection = True
 
     return Handler
@@ -152,23 +196,45 @@ def _chat_reply(body: dict, script: Script, n: int) -> dict:
     return {"id": "mock", "object": "chat.completion", "model": body.get("model"), "choices": [choice], "usage": usage}
 
 
-def _chunk(model: str, content: str | None, finish: str | None = None, usage: dict | None = None) -> bytes:
-    choices = [] if usage else [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]
-    payload = {"id": "mock", "object": "chat.completion.chunk", "model": model, "choices": choices}
+def _chunk(
+    model: str,
+    content: str | None,
+    finish: str | None = None,
+    usage: dict | None = None,
+    completions: bool = False,
+) -> bytes:
+    if usage:
+        choices = []
+    elif completions:
+        choices = [{"index": 0, "text": content or "", "finish_reason": finish}]
+    else:
+        choices = [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]
+    kind = "text_completion" if completions else "chat.completion.chunk"
+    payload = {"id": "mock", "object": kind, "model": model, "choices": choices}
     if usage:
         payload["usage"] = usage
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-def _stream(wfile, state: _State, n: int, model: str) -> None:
+def _stream(
+    wfile, state: _State, n: int, model: str, completions: bool, timeline: list[float], fault: str | None
+) -> str | None:
+    """Write the scripted stream; returns the fault that ended it early, if any."""
     script = state.script
-    time.sleep(script.ttft_ms / 1000)
+    with state.lock:
+        state.timelines.append(timeline)
+    state.delay(script.ttft_ms)
     for i in range(n):
         if i:
-            time.sleep(script.itl_ms / 1000)
-        wfile.write(_chunk(model, f"{script.text}{i} "))
+            state.delay(script.itl_ms)
+        if i == n // 2 and fault in ("truncate", "reset"):
+            return fault
+        if i == n // 2 and fault == "malformed":
+            wfile.write(b"data: {this is not json\n\n")
+        wfile.write(_chunk(model, f"{script.text}{i} ", completions=completions))
         wfile.flush()
-    wfile.write(_chunk(model, None, finish="length"))
+        timeline.append(time.perf_counter())
+    wfile.write(_chunk(model, None, finish="length", completions=completions))
     wfile.write(_chunk(model, None, usage={"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}))
     wfile.write(b"data: [DONE]\n\n")
     wfile.flush()
@@ -177,6 +243,7 @@ def _stream(wfile, state: _State, n: int, model: str) -> None:
             state.drafts += n
             state.draft_tokens += n * script.spec_drafts_per_token
             state.accepted += n * script.spec_drafts_per_token // 2
+    return None
 
 
 def _metrics(state: _State) -> str:

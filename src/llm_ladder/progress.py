@@ -47,3 +47,9 @@ class ClimbProgress:
         if item.error:
             self.console.print(f"  [red]{item.suite}/{item.id}: {item.error}[/red]", highlight=False)
         self.progress.advance(self.task)
+
+    def advance_quietly(self, record: RequestRecord) -> None:
+        """Load runs send many requests: counted on the bar, printed only when they fail."""
+        if not record.ok:
+            self.console.print(f"  [red]request failed ({record.error_kind}): {record.error}[/red]", highlight=False)
+        self.progress.advance(self.task)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from rich.table import Table
 
 from llm_ladder.results import RungResult, RunSummary
@@ -245,15 +247,19 @@ def _recommendation_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+def md_cell(text: str) -> str:
+    """Untrusted text as one Markdown table cell: HTML escaped (no tags, no links rendered), pipes escaped, line
+    breaks kept as <br>."""
+    escaped = html.escape(text.strip(), quote=False).replace("|", "\\|")
+    return "<br>".join(escaped.splitlines())
+
+
 def _answer_lines(summary: RunSummary, workload: str = "short") -> list[str]:
-    """Each rung's first answer to the workshop prompt, fenced: model output is untrusted text."""
-    answers = [(r.name, r.sample_outputs[workload]) for r in summary.rungs if r.sample_outputs.get(workload)]
+    """Each rung's first answer to the workshop prompt, side by side in one table."""
+    answers = [[r.name, md_cell(r.sample_outputs[workload])] for r in summary.rungs if r.sample_outputs.get(workload)]
     if not answers:
         return []
-    lines = ["", f"## Answers to the `{workload}` prompt (first trial)", ""]
-    for name, text in answers:
-        lines += [f"**{name}**", "", "```text", text.replace("```", "ʼʼʼ").strip(), "```", ""]
-    return lines
+    return ["", f"## Answers to the `{workload}` prompt (first trial)", "", *_md_table(("rung", "answer"), answers)]
 
 
 def to_markdown(summary: RunSummary) -> str:
@@ -300,4 +306,36 @@ def to_table(summary: RunSummary) -> Table:
         table.add_column(col, overflow="fold")
     for cells in rows(summary):
         table.add_row(*cells, style=None if cells[-1] == "ok" else "red")
+    return table
+
+
+LOAD_COLUMNS = (
+    ("load", "shape"),
+    ("ok", "completed"),
+    ("failed", "failed"),
+    ("req/s", "request_throughput"),
+    ("out tok/s", "output_throughput"),
+    ("TTFT p50 ms", "median_ttft_ms"),
+    ("TTFT p99 ms", "p99_ttft_ms"),
+    ("TPOT p50 ms", "median_tpot_ms"),
+    ("ITL p50 ms", "median_itl_ms"),
+    ("ITL p99 ms", "p99_itl_ms"),
+    ("E2E p50 ms", "median_e2el_ms"),
+    ("goodput req/s", "request_goodput"),
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def load_table(result: dict) -> Table:
+    """`ladder bench`'s levels in the terminal, with the sweep's knee in the title."""
+    knee = result.get("knee_concurrency")
+    title = f"ladder bench: {result['model']}" + (f" (knee at concurrency {knee})" if knee else "")
+    table = Table(*(c for c, _ in LOAD_COLUMNS), title=title)
+    for level in result["levels"]:
+        table.add_row(*(_cell(level.get(key)) for _, key in LOAD_COLUMNS))
     return table

@@ -27,7 +27,7 @@ def _summary():
         model="m",
         config={},
         workloads={"short": _stats(10), "long": _stats(10)},
-        sample_outputs={"short": "Thor helps.\n```rm -rf /```"},
+        sample_outputs={"short": "Thor helps.\n<script>alert(1)</script> a|b"},
     )
     fast = RungResult(
         name="int4",
@@ -65,4 +65,4 @@ def test_markdown_explains_failures_loops_and_useless_speculation():
     assert "**broken** failed: engine exited with code 1" in md
     assert "**int4** `long` output repeats itself" in md
     assert "**spec** `long`: vLLM rejected all 40 drafted tokens" in md
-    assert "**bf16**\n\n```text\nThor helps.\nʼʼʼrm -rf /ʼʼʼ\n```" in md  # fences in model output are defused
+    assert "| bf16 | Thor helps.<br>&lt;script&gt;alert(1)&lt;/script&gt; a\\|b |" in md  # untrusted text escaped

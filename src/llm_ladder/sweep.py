@@ -1,0 +1,140 @@
+"""A load sweep against one server: every load level in turn, with spec-decode counters read around each, every
+request appended to `requests.jsonl` as it finishes, and `bench.json` / `bench.csv` written at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llm_ladder.arrivals import LoadShape
+from llm_ladder.loadgen import Endpoint, LoadRecord, run_load
+from llm_ladder.loadstats import knee, summarize_run, write_csv
+from llm_ladder.measure import scrape_spec
+from llm_ladder.prompts import BenchRequest
+
+
+class SweepOptions(BaseModel):
+    """Everything but the server and the prompts; also a plan's per-rung `load` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shapes: tuple[LoadShape, ...] = (LoadShape(concurrency=1),)
+    endpoint: Endpoint = "chat"
+    max_requests: int = Field(default=64, ge=1, le=100_000)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup: int | None = Field(default=None, ge=0)
+    """Requests left out at the start of each level; default: one per concurrency slot (the ramp-up)."""
+    cooldown: int | None = Field(default=None, ge=0)
+    """Requests left out at the end of each level; default: as warmup (the drain)."""
+    temperature: float = Field(default=0.0, ge=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    slo: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _something_measured(self) -> SweepOptions:
+        for shape in self.shapes:
+            edge = shape.concurrency or 0
+            left_out = (edge if self.warmup is None else self.warmup) + (
+                edge if self.cooldown is None else self.cooldown
+            )
+            if self.duration_s is None and left_out >= self.max_requests:
+                raise ValueError(
+                    f"max_requests {self.max_requests} leaves nothing to measure at {shape.label} (warmup + cooldown "
+                    f"= {left_out}); send more requests or set warmup / cooldown"
+                )
+        return self
+
+
+def _append_line(path: Path, data: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(data) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _append(path: Path, record: LoadRecord, level: int) -> None:
+    _append_line(path, {"level": level, "type": "request", **record.model_dump(mode="json", exclude={"text"})})
+
+
+def spec_keys(before: Any, after: Any) -> dict[str, Any]:
+    """Spec-decode acceptance during the level, under vllm bench's key names; empty without speculation."""
+    if before is None or after is None:
+        return {}
+    spec = after - before
+    if not spec.draft_tokens:
+        return {}
+    return {
+        "spec_decode_acceptance_rate": spec.acceptance_rate,
+        "spec_decode_acceptance_length": spec.mean_acceptance_length,
+        "spec_decode_num_drafts": int(spec.drafts),
+        "spec_decode_draft_tokens": int(spec.draft_tokens),
+        "spec_decode_accepted_tokens": int(spec.accepted_tokens),
+    }
+
+
+async def _sweep(
+    http: httpx.AsyncClient,
+    base_url: str,
+    model: str,
+    requests: list[BenchRequest],
+    opts: SweepOptions,
+    out: Path,
+    on_record: Callable[[LoadRecord], None],
+) -> list[dict[str, Any]]:
+    levels = []
+    for level, shape in enumerate(opts.shapes):
+        edge = shape.concurrency or 0
+        before = await scrape_spec(http, base_url)
+        run = await run_load(
+            http,
+            base_url,
+            model,
+            requests,
+            shape,
+            endpoint=opts.endpoint,
+            max_requests=opts.max_requests,
+            duration_s=opts.duration_s,
+            warmup=edge if opts.warmup is None else opts.warmup,
+            cooldown=edge if opts.cooldown is None else opts.cooldown,
+            temperature=opts.temperature,
+            request_timeout_s=opts.request_timeout_s,
+            on_record=lambda r, level=level: (_append(out / "requests.jsonl", r, level), on_record(r)),
+        )
+        if run.stopped_by == "duration":  # the lines above were written before the cooldown was known
+            cooldown = [r.index for r in run.records if r.phase == "cooldown"]
+            _append_line(out / "requests.jsonl", {"level": level, "type": "phases", "cooldown_indices": cooldown})
+        after = await scrape_spec(http, base_url)
+        levels.append(summarize_run(run, opts.slo) | spec_keys(before, after) | {"stopped_by": run.stopped_by})
+    return levels
+
+
+def run_sweep(
+    base_url: str,
+    model: str,
+    requests: list[BenchRequest],
+    opts: SweepOptions,
+    out: Path,
+    on_record: Callable[[LoadRecord], None] = lambda r: None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run every level; returns (and writes to `out/bench.json`) the levels and the sweep's knee."""
+    out.mkdir(parents=True, exist_ok=True)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    timeout = httpx.Timeout(opts.request_timeout_s, connect=10.0)
+
+    async def go() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers or {}) as http:
+            return await _sweep(http, base_url.rstrip("/"), model, requests, opts, out, on_record)
+
+    levels = asyncio.run(go())
+    result = {"model": model, "endpoint": opts.endpoint, "knee_concurrency": knee(levels), "levels": levels}
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    write_csv(out / "bench.csv", levels)
+    return result
