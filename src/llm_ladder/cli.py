@@ -83,10 +83,13 @@ def climb(
     _interrupt_on_sigterm()
     console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
     per_rung = len(the_plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
+    if climber.load is not None:
+        per_rung += len(climber.load[0].shapes) * climber.load[0].max_requests
     with ClimbProgress(console, len(the_plan.rungs) * per_rung) as progress:
         climber.notify = progress.notify
         try:
-            summary = climber.run(resume=resume is not None, sinks=Sinks(progress.advance, progress.advance_item))
+            sinks = Sinks(progress.advance, progress.advance_item, progress.advance_quietly)
+            summary = climber.run(resume=resume is not None, sinks=sinks)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
             raise typer.Exit(130) from None

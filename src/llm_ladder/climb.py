@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
+from pydantic import ValidationError
 
 from llm_ladder.agreement import agreement, load_positions, save_positions
 from llm_ladder.client import RequestRecord
@@ -19,11 +20,13 @@ from llm_ladder.engines.process import log_tail
 from llm_ladder.evaluation import load_suites, scores
 from llm_ladder.measure import Sinks, WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
-from llm_ladder.plan import Plan, Rung
+from llm_ladder.plan import Plan, PlanError, Rung, describe_error
+from llm_ladder.prompts import BenchRequest
 from llm_ladder.recommend import recommend
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
 from llm_ladder.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
 from llm_ladder.summary import to_markdown
+from llm_ladder.sweep import SweepOptions, options_from, requests_from, run_sweep
 from llm_ladder.telemetry import GIB, MemorySampler, Snapshot
 
 RELEASE_TOLERANCE_GIB = 0.5
@@ -98,12 +101,18 @@ class Climber:
         """The summary so far: complete after `run`, partial if it was interrupted."""
         self.rungs: dict[str, Rung] | None = None
         self.suites: list[Suite] = []
+        self.load: tuple[SweepOptions, list[BenchRequest]] | None = None
 
     def prepare(self) -> None:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
         SuiteError naming what is wrong."""
         self.rungs = resolve_models(self.plan, self.store)
         self.suites = load_suites(self.plan.suites)
+        if self.plan.load is not None:
+            try:
+                self.load = (options_from(self.plan.load), requests_from(self.plan.load))
+            except ValidationError as err:
+                raise PlanError(f"load: {describe_error(err)}") from None
 
     def run(self, resume: bool = False, sinks: Sinks | None = None) -> RunSummary:
         """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done.
@@ -257,6 +266,10 @@ class Climber:
         if measured.positions is not None:
             save_positions(self.logprobs_path(rung.name), measured.positions)
         result.suites = scores(measured.items)
+        if self.load is not None:
+            opts, requests = self.load
+            out = self.run_dir.path / "load" / rung.name
+            result.load = run_sweep(server.base_url, server.model_name, requests, opts, out, sinks.on_load)
         result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung)

@@ -97,6 +97,7 @@ class Sinks:
 
     on_record: Callable[[RequestRecord], None]
     on_item: Callable[[ItemResult], None] = lambda item: None
+    on_load: Callable[[RequestRecord], None] = lambda record: None
 
 
 async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:

@@ -97,6 +97,34 @@ class SuitesSpec(Strict):
     """Only the first N items of each suite (quick runs and tests)."""
 
 
+class LoadSpec(Strict):
+    """A load sweep run on every rung after its other measurements (see sweep.py and `ladder bench`)."""
+
+    dataset: Literal["workshop", "random", "sharegpt", "jsonl"] = "random"
+    dataset_path: Path | None = None
+    input_len: int = Field(default=128, ge=1)
+    output_len: int = Field(default=64, ge=1)
+    concurrency: tuple[int, ...] = (1, 4)
+    """A sweep over these concurrencies, or the cap of a rate sweep."""
+    rate: tuple[float, ...] = ()
+    """Requests/s (a sweep); empty for a concurrency sweep."""
+    burstiness: float = Field(default=1.0, gt=0)
+    endpoint: Literal["chat", "completions"] = "chat"
+    max_requests: int = Field(default=16, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup: int | None = Field(default=None, ge=0)
+    cooldown: int | None = Field(default=None, ge=0)
+    slo: dict[Literal["ttft", "tpot", "e2el"], float] = {}
+    """Goodput limits in milliseconds."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> LoadSpec:
+        if self.rate and len(self.concurrency) > 1:
+            raise ValueError("with `rate`, `concurrency` is one cap (a list of one), not a sweep")
+        return self
+
+
 Objective = Literal["decode_tps_long", "decode_tps_short", "ttft_ms"]
 
 
@@ -184,6 +212,7 @@ class Plan(Strict):
     workloads: tuple[Workload, ...] = DEFAULT_WORKLOADS
     agreement: AgreementSpec = AgreementSpec()
     suites: SuitesSpec = SuitesSpec()
+    load: LoadSpec | None = None
     quality_budget: QualityBudget = QualityBudget()
     objective: Objective = "decode_tps_long"
     rungs: tuple[Rung, ...] = Field(min_length=1)

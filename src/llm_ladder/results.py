@@ -62,6 +62,8 @@ class RungResult(BaseModel):
     greedy_identity: Identity | None = None
     """Speculative rungs: greedy answers against the same model without speculation."""
     greedy_identity_error: str | None = None
+    load: dict[str, Any] | None = None
+    """The plan's load sweep on this rung: levels under vllm bench's key names, and the knee (see loadstats)."""
     stop: StopReport | None = None
     sample_outputs: dict[str, str] = {}
     error: str | None = None

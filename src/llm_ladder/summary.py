@@ -290,6 +290,7 @@ def to_markdown(summary: RunSummary) -> str:
             *_md_table(AGREEMENT_COLUMNS, agreement),
         ]
     lines += _suite_lines(summary)
+    lines += _load_lines(summary)
     lines += _answer_lines(summary)
     notes = _notes(summary)
     if notes:
@@ -339,3 +340,25 @@ def load_table(result: dict) -> Table:
     for level in result["levels"]:
         table.add_row(*(_cell(level.get(key)) for _, key in LOAD_COLUMNS))
     return table
+
+
+def _load_lines(summary: RunSummary) -> list[str]:
+    rows = [
+        [r.name, *(_cell(level.get(key)) for _, key in LOAD_COLUMNS)]
+        for r in summary.rungs
+        if r.load
+        for level in r.load["levels"]
+    ]
+    if not rows:
+        return []
+    knees = [f"{r.name} {r.load['knee_concurrency']}" for r in summary.rungs if r.load and r.load["knee_concurrency"]]
+    return [
+        "",
+        "## Load",
+        "",
+        "The plan's load sweep on every rung (warmup and cooldown requests left out; every request in "
+        "`load/<rung>/requests.jsonl`)."
+        + (f" Knee (concurrency reaching 90% of the best throughput): {', '.join(knees)}." if knees else ""),
+        "",
+        *_md_table(("rung", *(c for c, _ in LOAD_COLUMNS)), rows),
+    ]

@@ -17,7 +17,8 @@ from llm_ladder.arrivals import LoadShape
 from llm_ladder.loadgen import Endpoint, LoadRecord, run_load
 from llm_ladder.loadstats import knee, summarize_run, write_csv
 from llm_ladder.measure import scrape_spec
-from llm_ladder.prompts import BenchRequest
+from llm_ladder.plan import LoadSpec
+from llm_ladder.prompts import BenchRequest, load_requests
 
 
 class SweepOptions(BaseModel):
@@ -138,3 +139,20 @@ def run_sweep(
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     write_csv(out / "bench.csv", levels)
     return result
+
+
+def options_from(spec: LoadSpec) -> SweepOptions:
+    """A plan's `load` section as sweep options (a concurrency sweep, or a rate sweep capped by one concurrency)."""
+    if spec.rate:
+        cap = spec.concurrency[0] if spec.concurrency else None
+        shapes = tuple(
+            LoadShape(rate=r, concurrency=cap, burstiness=spec.burstiness, seed=spec.seed) for r in spec.rate
+        )
+    else:
+        shapes = tuple(LoadShape(concurrency=c, seed=spec.seed) for c in spec.concurrency)
+    fields = spec.model_dump(include={"endpoint", "max_requests", "duration_s", "warmup", "cooldown", "slo"})
+    return SweepOptions(shapes=shapes, **fields)
+
+
+def requests_from(spec: LoadSpec) -> list[BenchRequest]:
+    return load_requests(spec.dataset, spec.max_requests, spec.input_len, spec.output_len, spec.seed, spec.dataset_path)

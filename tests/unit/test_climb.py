@@ -299,3 +299,30 @@ def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
     assert not drift_verdict["accepted"] and "perplexity ratio" in drift_verdict["reasons"][0]
     assert any("`long` answers' perplexity 7.4× the baseline's" in r for r in drift_verdict["reasons"])
     assert "## Recommendation" in md and "**drift** rejected" in md
+
+
+def test_the_plans_load_sweep_runs_on_every_rung(tmp_path, model_dir):
+    rungs = [{"name": "base", "model": str(model_dir)}]
+    load = {"concurrency": [1, 2], "max_requests": 6, "input_len": 8, "output_len": 4, "slo": {"ttft": 5000}}
+    out = tmp_path / "run"
+    plan = _plan(tmp_path, model_dir, rungs, trials=1, suites={"enabled": False}, load=load)
+    result = _climb(plan, "--out", out)
+    assert result.exit_code == 0, result.output
+    (base,) = json.loads((out / "results.json").read_text())["rungs"]
+    levels = base["load"]["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 2] and all(lv["failed"] == 0 for lv in levels)
+    assert levels[1]["completed"] == 2 and levels[1]["request_goodput"] > 0  # 6 sent, 2 warmup, 2 cooldown
+    assert len((out / "load" / "base" / "requests.jsonl").read_text().splitlines()) == 12
+    assert "## Load" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ({"rate": [1], "concurrency": [1, 2]}, "load: with `rate`, `concurrency` is one cap"),
+        ({"concurrency": [8], "max_requests": 10}, "load: max_requests 10 leaves nothing to measure at concurrency 8"),
+    ],
+)
+def test_bad_load_sections_are_one_error(tmp_path, model_dir, load, message):
+    result = _climb(_plan(tmp_path, model_dir, load=load), "--out", tmp_path / "run")
+    assert result.exit_code == 2 and message in result.output and result.output.count("error:") == 1

@@ -167,3 +167,16 @@ def test_ladder_bench_bad_input_is_one_line(tmp_path, args, message):
         result = runner.invoke(app, ["bench", "--url", server.url, "--out", str(tmp_path / "b"), *args])
     assert result.exit_code == 2 and message in result.output and result.output.count("error:") == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_sweep_reads_spec_acceptance_and_speaks_completions(tmp_path):
+    from llm_ladder.sweep import SweepOptions, run_sweep
+
+    opts = SweepOptions(shapes=(LoadShape(concurrency=2),), endpoint="completions", max_requests=6)
+    with MockServer(Script(ttft_ms=2, itl_ms=1, spec_drafts_per_token=2)) as server:
+        result = run_sweep(server.url, "mock", random_prompts(3, 8, 5), opts, tmp_path)
+        bodies = list(server.state.requests)
+    (level,) = result["levels"]
+    assert level["completed"] == 2 and level["spec_decode_acceptance_rate"] == pytest.approx(0.5)
+    assert level["spec_decode_draft_tokens"] == 6 * 5 * 2  # every request of the level, warmup included
+    assert all("prompt" in b and "messages" not in b for b in bodies)
