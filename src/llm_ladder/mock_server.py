@@ -112,6 +112,10 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"")
             elif self.path == "/metrics":
                 self._send(200, _metrics(state).encode(), "text/plain")
+            elif self.path == "/mock/timelines":  # the true delays so far, then forgotten (fidelity benchmark)
+                with state.lock:
+                    timelines, state.timelines = state.timelines, []
+                self._send(200, json.dumps(timelines).encode())
             elif self.path == "/v1/models":
                 self._send(200, json.dumps({"data": [{"id": "mock", "object": "model"}]}).encode())
             else:

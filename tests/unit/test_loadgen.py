@@ -180,3 +180,16 @@ def test_sweep_reads_spec_acceptance_and_speaks_completions(tmp_path):
     assert level["completed"] == 2 and level["spec_decode_acceptance_rate"] == pytest.approx(0.5)
     assert level["spec_decode_draft_tokens"] == 6 * 5 * 2  # every request of the level, warmup included
     assert all("prompt" in b and "messages" not in b for b in bodies)
+
+
+def test_sharegpt_keeps_the_pairs_vllm_bench_keeps(tmp_path):
+    from llm_ladder.prompts import sharegpt
+
+    def conv(q, a):
+        return {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+
+    data = [conv("too short", "a b c d e"), conv("w " * 10, "x " * 3), conv("w " * 10, "y " * 20), {"conversations": []}]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(data))
+    (req,) = sharegpt(5, path=path)
+    assert req.input_len == 10 and req.max_tokens == 20 and not req.ignore_eos

