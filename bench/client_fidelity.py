@@ -49,16 +49,23 @@ def truth(url: str) -> tuple[list[float], list[float]]:
     return ttft, itl
 
 
-Client = tuple[list[str], Callable[[], tuple[list[float], list[float]]]]
-"""A client's command line, and how to read its TTFTs and ITLs (seconds) once it has run."""
+Measured = tuple[list[float], list[float], float]
+Client = tuple[list[str], Callable[[], Measured]]
+"""A client's command line, and how to read its TTFTs, ITLs and its own run duration (seconds) once it ran."""
 
 
 def ours(url: str, streams: int, n: int, tokens: int, out: Path) -> Client:
     cmd = [sys.executable, "-m", "llm_ladder", "bench", "--url", url, "--endpoint", "completions"]
     cmd += ["--input-len", "32", "--output-len", str(tokens), "--concurrency", str(streams)]
     cmd += ["--max-requests", str(n), "--warmup", "0", "--cooldown", "0", "--out", str(out)]
-    lines = lambda: [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]  # noqa: E731
-    return cmd, lambda: ([r["ttft_s"] for r in lines() if r["ok"]], [g for r in lines() if r["ok"] for g in r["itl_s"]])
+
+    def parse() -> Measured:
+        lines = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+        ok = [r for r in lines if r["type"] == "request" and r["ok"]]
+        duration = json.loads((out / "bench.json").read_text())["levels"][0]["duration"]
+        return [r["ttft_s"] for r in ok], [g for r in ok for g in r["itl_s"]], duration
+
+    return cmd, parse
 
 
 def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer: str) -> Client:
@@ -68,10 +75,10 @@ def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer
     cmd += ["--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm", "--save-result", "--save-detailed"]
     cmd += ["--result-dir", str(out), "--result-filename", "vllm.json"]
 
-    def parse() -> tuple[list[float], list[float]]:
+    def parse() -> Measured:
         data = json.loads((out / "vllm.json").read_text())
         ok = [i for i, e in enumerate(data["errors"]) if not e]
-        return [data["ttfts"][i] for i in ok], [g for i in ok for g in data["itls"][i]]
+        return [data["ttfts"][i] for i in ok], [g for i in ok for g in data["itls"][i]], data["duration"]
 
     return cmd, parse
 
@@ -81,12 +88,13 @@ def guidellm(url: str, streams: int, n: int, tokens: int, out: Path, exe: str, t
     cmd += ["--max-requests", str(n), "--data", f"prompt_tokens=32,output_tokens={tokens}", "--processor", tokenizer]
     cmd += ["--request-type", "text_completions", "--output-dir", str(out), "--outputs", "json", "--disable-console"]
 
-    def parse() -> tuple[list[float], list[float]]:
+    def parse() -> Measured:
         report = json.loads(next(out.glob("*.json")).read_text())
-        reqs = report["benchmarks"][0]["requests"]["successful"]
+        bench = report["benchmarks"][0]
+        reqs = bench["requests"]["successful"]
         ttft = [r["time_to_first_token_ms"] / 1000 for r in reqs if r.get("time_to_first_token_ms") is not None]
         itl = [r["inter_token_latency_ms"] / 1000 for r in reqs if r.get("inter_token_latency_ms") is not None]
-        return ttft, itl
+        return ttft, itl, bench["duration"]
 
     return cmd, parse
 
@@ -103,14 +111,15 @@ def run_client(
     if proc.returncode != 0:
         return f"failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip().splitlines()[-1][:120]}"
     true_ttft, true_itl = truth(url)
-    ttft, itl = parse()
+    ttft, itl, duration = parse()
     err = lambda got, true, q: abs(percentile(got, q) - percentile(true, q)) * 1000  # noqa: E731
     return {
         "ttft p50 err ms": err(ttft, true_ttft, 50),
         "ttft p99 err ms": err(ttft, true_ttft, 99),
         "itl p50 err ms": err(itl, true_itl, 50),
         "itl p99 err ms": err(itl, true_itl, 99),
-        "requests/s": len(ttft) / wall,
+        "requests/s": len(ttft) / duration,
+        "wall s": wall,
         "client CPU s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
     }
 
@@ -135,7 +144,7 @@ def main() -> None:
         try:
             server.wait_healthy(f"{url}/health", 30)
             columns = ["ttft p50 err ms", "ttft p99 err ms", "itl p50 err ms", "itl p99 err ms"]
-            columns += ["requests/s", "client CPU s"]
+            columns += ["requests/s", "wall s", "client CPU s"]
             table = Table("streams", "client", *columns, title="load-client fidelity against the mock's truth")
             for streams in (int(s) for s in opts.streams.split(",")):
                 n = streams * opts.per_stream

@@ -53,15 +53,19 @@ class SweepOptions(BaseModel):
         return self
 
 
-def _append_line(path: Path, data: dict[str, Any]) -> None:
+def _append_line(path: Path, data: dict[str, Any], sync: bool = True) -> None:
     with path.open("a") as f:
         f.write(json.dumps(data) + "\n")
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
 
 
 def _append(path: Path, record: LoadRecord, level: int) -> None:
-    _append_line(path, {"level": level, "type": "request", **record.model_dump(mode="json", exclude={"text"})})
+    """Written (flushed: a crash of this process loses nothing) but not fsynced: an fsync blocks the event loop
+    for milliseconds, and every stream in flight would see it as inter-token latency. The level's end syncs."""
+    data = {"level": level, "type": "request", **record.model_dump(mode="json", exclude={"text"})}
+    _append_line(path, data, sync=False)
 
 
 def spec_keys(before: Any, after: Any) -> dict[str, Any]:
@@ -111,6 +115,7 @@ async def _sweep(
         if run.stopped_by == "duration":  # the lines above were written before the cooldown was known
             cooldown = [r.index for r in run.records if r.phase == "cooldown"]
             _append_line(out / "requests.jsonl", {"level": level, "type": "phases", "cooldown_indices": cooldown})
+        _append_line(out / "requests.jsonl", {"level": level, "type": "level_end", "requests": len(run.records)})
         after = await scrape_spec(http, base_url)
         levels.append(summarize_run(run, opts.slo) | spec_keys(before, after) | {"stopped_by": run.stopped_by})
     return levels

@@ -312,7 +312,7 @@ def test_the_plans_load_sweep_runs_on_every_rung(tmp_path, model_dir):
     levels = base["load"]["levels"]
     assert [lv["concurrency"] for lv in levels] == [1, 2] and all(lv["failed"] == 0 for lv in levels)
     assert levels[1]["completed"] == 2 and levels[1]["request_goodput"] > 0  # 6 sent, 2 warmup, 2 cooldown
-    assert len((out / "load" / "base" / "requests.jsonl").read_text().splitlines()) == 12
+    assert len((out / "load" / "base" / "requests.jsonl").read_text().splitlines()) == 12 + 2  # + level ends
     assert "## Load" in (out / "summary.md").read_text()
 
 

@@ -148,8 +148,10 @@ def test_ladder_bench_writes_json_csv_and_every_request(tmp_path):
     assert [lv["concurrency"] for lv in bench["levels"]] == [1, 4]
     assert all(lv["completed"] + lv["failed"] + lv["excluded"] == 12 for lv in bench["levels"])
     assert sum(lv["errors_by_kind"].get("read", 0) for lv in bench["levels"]) >= 1
-    lines = (out / "requests.jsonl").read_text().splitlines()
-    assert len(lines) == 24 and {json.loads(x)["phase"] for x in lines} >= {"warmup", "measured", "cooldown"}
+    lines = [json.loads(x) for x in (out / "requests.jsonl").read_text().splitlines()]
+    requests = [x for x in lines if x["type"] == "request"]
+    assert len(requests) == 24 and {x["phase"] for x in requests} >= {"warmup", "measured", "cooldown"}
+    assert [x["requests"] for x in lines if x["type"] == "level_end"] == [12, 12]
     assert (out / "bench.csv").read_text().startswith("shape,concurrency,")
 
 
@@ -188,7 +190,12 @@ def test_sharegpt_keeps_the_pairs_vllm_bench_keeps(tmp_path):
     def conv(q, a):
         return {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
 
-    data = [conv("too short", "a b c d e"), conv("w " * 10, "x " * 3), conv("w " * 10, "y " * 20), {"conversations": []}]
+    data = [
+        conv("too short", "a b c d e"),
+        conv("w " * 10, "x " * 3),
+        conv("w " * 10, "y " * 20),
+        {"conversations": []},
+    ]
     path = tmp_path / "sg.json"
     path.write_text(json.dumps(data))
     (req,) = sharegpt(5, path=path)
