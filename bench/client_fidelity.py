@@ -7,6 +7,10 @@ For 1, 16, 64 and 256 concurrent streams, prints per client the absolute error o
 as its own process; the mock closes every connection, so no client gains from connection reuse.
 
     .venv/bin/python bench/client_fidelity.py [--streams 1,16,64,256] [--guidellm /path/to/venv/bin/guidellm]
+    .venv/bin/python bench/client_fidelity.py --real-url http://127.0.0.1:8000 --model NAME --streams 1,4
+
+With --real-url, ours and vllm bench run at equal load against a real server and their median TTFT and output
+throughput are compared (there is no ground truth there; vllm bench is the reference).
 
 `vllm bench serve` needs a tokenizer (the default model's, from the model store); guidellm runs from its own
 virtual environment (its pins conflict with vLLM's), and is skipped when `--guidellm` is not given.
@@ -18,6 +22,7 @@ import argparse
 import itertools
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,8 +59,9 @@ Client = tuple[list[str], Callable[[], Measured]]
 """A client's command line, and how to read its TTFTs, ITLs and its own run duration (seconds) once it ran."""
 
 
-def ours(url: str, streams: int, n: int, tokens: int, out: Path) -> Client:
+def ours(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer: str, model: str) -> Client:
     cmd = [sys.executable, "-m", "llm_ladder", "bench", "--url", url, "--endpoint", "completions"]
+    cmd += ["--tokenizer", tokenizer, "--model", model]
     cmd += ["--input-len", "32", "--output-len", str(tokens), "--concurrency", str(streams)]
     cmd += ["--max-requests", str(n), "--warmup", "0", "--cooldown", "0", "--out", str(out)]
 
@@ -68,9 +74,9 @@ def ours(url: str, streams: int, n: int, tokens: int, out: Path) -> Client:
     return cmd, parse
 
 
-def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer: str) -> Client:
+def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer: str, model: str) -> Client:
     cmd = [sys.executable, "-c", VLLM_BENCH, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions"]
-    cmd += ["--model", "mock", "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", "32"]
+    cmd += ["--model", model, "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", "32"]
     cmd += ["--random-output-len", str(tokens), "--ignore-eos", "--max-concurrency", str(streams)]
     cmd += ["--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm", "--save-result", "--save-detailed"]
     cmd += ["--result-dir", str(out), "--result-filename", "vllm.json"]
@@ -124,49 +130,80 @@ def run_client(
     }
 
 
+def clients(url: str, streams: int, n: int, opts: argparse.Namespace, tmp: Path, tokenizer: str) -> dict[str, Client]:
+    out = {
+        "llm-ladder": ours(url, streams, n, opts.tokens, tmp / f"ours{streams}", tokenizer, opts.model),
+        "vllm bench": vllm_bench(url, streams, n, opts.tokens, tmp / f"vllm{streams}", tokenizer, opts.model),
+    }
+    if opts.guidellm:
+        out["guidellm"] = guidellm(url, streams, n, opts.tokens, tmp / f"gl{streams}", opts.guidellm, tokenizer)
+    return out
+
+
+def against_mock(opts: argparse.Namespace, tokenizer: str, tmp: Path, console: Console) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    mock = [sys.executable, "-m", "llm_ladder.mock_server", "--port", str(port), "--tokens", "100000"]
+    server = ManagedProcess([*mock, "--ttft-ms", str(opts.ttft_ms), "--itl-ms", str(opts.itl_ms)], tmp / "mock.log")
+    try:
+        server.wait_healthy(f"{url}/health", 30)
+        columns = ["ttft p50 err ms", "ttft p99 err ms", "itl p50 err ms", "itl p99 err ms"]
+        table = Table("streams", "client", *columns, "requests/s", "wall s", "client CPU s", title="against the mock")
+        for streams in (int(s) for s in opts.streams.split(",")):
+            for name, (cmd, parse) in clients(url, streams, streams * opts.per_stream, opts, tmp, tokenizer).items():
+                res = run_client(cmd, parse, url)
+                cells = (
+                    [f"{v:.3f}" if "err" in k else f"{v:.2f}" for k, v in res.items()]
+                    if isinstance(res, dict)
+                    else [res]
+                )
+                table.add_row(str(streams), name, *cells)
+                console.print(f"{streams} streams, {name}: {res}")
+        console.print(table)
+    finally:
+        server.stop(grace_s=5)
+
+
+def against_real(opts: argparse.Namespace, tokenizer: str, tmp: Path, console: Console) -> None:
+    """Ours and vllm bench at equal load on a real server: median TTFT and output throughput side by side."""
+    table = Table(
+        "streams", "client", "median TTFT ms", "output tok/s", "vs vllm bench", title=f"against {opts.real_url}"
+    )
+    for streams in (int(s) for s in opts.streams.split(",")):
+        n = streams * opts.per_stream
+        rows = {}
+        for name, (cmd, parse) in clients(opts.real_url, streams, n, opts, tmp, tokenizer).items():
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode:
+                console.print(f"{name} failed: {(proc.stderr or proc.stdout)[-400:]}")
+                continue
+            ttft, _, duration = parse()
+            rows[name] = (statistics.median(ttft) * 1000, n * opts.tokens / duration)
+        ref = rows.get("vllm bench")
+        for name, (ttft_ms, tps) in rows.items():
+            delta = f"TTFT {ttft_ms / ref[0] - 1:+.1%}, tok/s {tps / ref[1] - 1:+.1%}" if ref else "n/a"
+            table.add_row(str(streams), name, f"{ttft_ms:.1f}", f"{tps:.1f}", delta)
+    console.print(table)
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--streams", default="1,16,64,256")
     args.add_argument("--per-stream", type=int, default=4, help="requests per stream")
-    args.add_argument("--tokens", type=int, default=32)
+    args.add_argument("--tokens", type=int, default=32, help="output tokens per request (ignore_eos)")
     args.add_argument("--ttft-ms", type=float, default=50)
     args.add_argument("--itl-ms", type=float, default=10)
     args.add_argument("--guidellm", default=None, help="guidellm executable (its own venv)")
+    args.add_argument("--real-url", default=None, help="also compare with vllm bench on this real server")
+    args.add_argument("--model", default="mock", help="model name on the real server")
     opts = args.parse_args()
     tokenizer = str(ModelStore().resolve("smollm2-135m-instruct"))
     console = Console()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    mock = [sys.executable, "-m", "llm_ladder.mock_server", "--port", str(port), "--tokens", "100000"]
-    mock += ["--ttft-ms", str(opts.ttft_ms), "--itl-ms", str(opts.itl_ms)]
     with tempfile.TemporaryDirectory() as tmp:
-        server = ManagedProcess(mock, Path(tmp) / "mock.log")
-        try:
-            server.wait_healthy(f"{url}/health", 30)
-            columns = ["ttft p50 err ms", "ttft p99 err ms", "itl p50 err ms", "itl p99 err ms"]
-            columns += ["requests/s", "wall s", "client CPU s"]
-            table = Table("streams", "client", *columns, title="load-client fidelity against the mock's truth")
-            for streams in (int(s) for s in opts.streams.split(",")):
-                n = streams * opts.per_stream
-                clients = {
-                    "llm-ladder": ours(url, streams, n, opts.tokens, Path(tmp) / f"ours{streams}"),
-                    "vllm bench": vllm_bench(url, streams, n, opts.tokens, Path(tmp) / f"vllm{streams}", tokenizer),
-                }
-                if opts.guidellm:
-                    out = Path(tmp) / f"gl{streams}"
-                    clients["guidellm"] = guidellm(url, streams, n, opts.tokens, out, opts.guidellm, tokenizer)
-                for name, (cmd, parse) in clients.items():
-                    res = run_client(cmd, parse, url)
-                    cells = (
-                        [f"{v:.3f}" if "err" in k else f"{v:.2f}" for k, v in res.items()]
-                        if isinstance(res, dict)
-                        else [res, "", "", "", "", ""]
-                    )
-                    table.add_row(str(streams), name, *cells)
-                    console.print(f"{streams} streams, {name}: {res}")
-            console.print(table)
-        finally:
-            server.stop(grace_s=5)
+        if opts.real_url:
+            against_real(opts, tokenizer, Path(tmp), console)
+        else:
+            against_mock(opts, tokenizer, Path(tmp), console)
 
 
 if __name__ == "__main__":
