@@ -90,13 +90,24 @@ def vllm_bench(url: str, streams: int, n: int, tokens: int, out: Path, tokenizer
 
 
 def guidellm(url: str, streams: int, n: int, tokens: int, out: Path, exe: str, tokenizer: str) -> Client:
-    cmd = [exe, "benchmark", "run", "--target", url, "--profile", "concurrent", "--rate", str(streams)]
-    cmd += ["--max-requests", str(n), "--data", f"prompt_tokens=32,output_tokens={tokens}", "--processor", tokenizer]
-    cmd += ["--request-type", "text_completions", "--output-dir", str(out), "--outputs", "json", "--disable-console"]
+    """guidellm 0.8 takes a scenario file. It records each request's mean ITL, not its gaps, so its ITL column
+    compares per-request means with the true gaps (the finest it offers). The model field names the tokenizer
+    directory: the mock ignores it, and guidellm loads its tokenizer from it."""
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = {
+        "spec": {
+            "backend": {"kind": "openai_http", "target": url, "model": tokenizer, "request_format": "/v1/completions"},
+            "profile": {"kind": "concurrent", "streams": [streams]},
+            "data": [{"kind": "synthetic_text", "prompt_tokens": 32, "output_tokens": tokens}],
+            "constraints": [{"kind": "max_requests", "count": n}],
+            "outputs": [{"kind": "json", "path": str(out / "guidellm.json")}],
+        }
+    }
+    (out / "scenario.json").write_text(json.dumps(scenario))
+    cmd = [exe, "run", "-c", str(out / "scenario.json"), "--disable-console"]
 
     def parse() -> Measured:
-        report = json.loads(next(out.glob("*.json")).read_text())
-        bench = report["benchmarks"][0]
+        bench = json.loads((out / "guidellm.json").read_text())["benchmarks"][0]
         reqs = bench["requests"]["successful"]
         ttft = [r["time_to_first_token_ms"] / 1000 for r in reqs if r.get("time_to_first_token_ms") is not None]
         itl = [r["inter_token_latency_ms"] / 1000 for r in reqs if r.get("inter_token_latency_ms") is not None]
