@@ -1,5 +1,6 @@
 """A real climb (bf16, int4, int4 + n-gram) on vLLM's CPU build, through the `ladder` command."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -7,12 +8,13 @@ import sys
 import psutil
 import yaml
 
+from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.plan import load_plan
 
 
 def _e2e_plan(tmp_path):
-    """The default plan's bf16, int4 and int4-spec rungs, eager mode, short outputs and the first items of each
-    task suite, to keep CI within minutes."""
+    """The default plan's bf16, int4 and int4-spec rungs, eager mode, short outputs, the first items of each
+    task suite and a small load sweep, to keep CI within minutes."""
     plan = load_plan("smollm2-cpu")
     rungs = [
         r.model_dump(exclude_defaults=True) | {"enforce_eager": True}
@@ -27,6 +29,7 @@ def _e2e_plan(tmp_path):
             {"name": "long", "prompt": plan.workloads[1].prompt, "max_tokens": 96, "min_tokens": 96},
         ],
         "suites": {"limit": 4},
+        "load": {"concurrency": [1, 4], "max_requests": 12, "input_len": 32, "output_len": 16},
         "rungs": rungs,
     }
     path = tmp_path / "plan.yaml"
@@ -34,17 +37,18 @@ def _e2e_plan(tmp_path):
     return path
 
 
-def _vllm_processes():
-    return [
-        p.pid
-        for p in psutil.process_iter(["name", "cmdline"])
-        if "VLLM" in (p.info["name"] or "") or "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])
-    ]
+def _engine_processes(run_dir):
+    """Live processes started by this climb (they carry its run directory in their environment)."""
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get(RUN_MARKER) == str(run_dir.resolve()):
+                found.append(p.pid)
+    return found
 
 
 def test_climb_on_vllm_cpu(tmp_path):
     out = tmp_path / "run"
-    before = set(_vllm_processes())
     proc = subprocess.run(
         [sys.executable, "-m", "llm_ladder", "climb", str(_e2e_plan(tmp_path)), "--out", str(out)],
         capture_output=True,
@@ -73,6 +77,12 @@ def test_climb_on_vllm_cpu(tmp_path):
     same, drift = bf16["agreement"], int4["agreement"]
     assert same["tokens"] >= 2000 and same["perplexity_ratio"] == 1 and same["same_top"] == 1
     assert drift["tokens"] == same["tokens"] and drift["mean_kl"] > 0 and drift["same_top"] < 1
+    for rung in (bf16, int4, spec):
+        c1, c4 = rung["load"]["levels"]
+        assert (c1["completed"], c4["completed"]) == (10, 4)  # 12 sent; warmup and cooldown = concurrency
+        assert c1["failed"] == c4["failed"] == 0 and c1["total_output_tokens"] == 10 * 16  # ignore_eos: exact
+        assert c1["median_ttft_ms"] > 0 and c1["p99_itl_ms"] >= c1["median_itl_ms"] > 0
+    assert spec["load"]["levels"][0]["spec_decode_draft_tokens"] > 0  # acceptance measured during the load
     assert int4["suites"]["exact"]["vs_baseline"]["lost"] >= 0
     assert spec["greedy_identity"]["reference"] == "int4" and spec["greedy_identity"]["compared"] == 8
     assert spec["greedy_identity"]["match"] == 1.0, spec["greedy_identity"]  # speculation is lossless
@@ -80,4 +90,4 @@ def test_climb_on_vllm_cpu(tmp_path):
     assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md and "## Task suites" in md
     lines = (out / "results.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["type"] == "request" for x in lines) == 6
-    assert set(_vllm_processes()) <= before
+    assert _engine_processes(out) == []

@@ -222,7 +222,7 @@ def test_ctrl_c_stops_servers_and_keeps_results(tmp_path, model_dir):
         time.sleep(0.2)
     time.sleep(2)  # the server is up and a request is streaming
     children = psutil.Process(proc.pid).children(recursive=True)
-    assert children
+    assert children and children[0].environ()["LADDER_RUN_DIR"] == str(out.resolve())  # marks this run's engine
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output

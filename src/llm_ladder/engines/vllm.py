@@ -43,6 +43,10 @@ def rung_args(rung: Rung, model_path: str) -> list[str]:
     return args + list(rung.extra_args)
 
 
+RUN_MARKER = "LADDER_RUN_DIR"
+"""Environment variable every engine process of a climb carries: the run directory."""
+
+
 class VllmEngine(Engine):
     """Starts one vLLM server per rung on a free loopback port, logs to the run directory."""
 
@@ -77,7 +81,8 @@ class VllmEngine(Engine):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(f"# {' '.join(cmd)}\n")
         t0 = time.monotonic()
-        proc = ManagedProcess(cmd, log_path, env=rung.env)
+        # the marker lets anyone (a test, a user hunting leftovers) tell this run's engine processes from others
+        proc = ManagedProcess(cmd, log_path, env={**rung.env, RUN_MARKER: str(run_dir.resolve())})
         base_url = f"http://{self.host}:{port}"
         try:
             proc.wait_healthy(f"{base_url}/health", rung.startup_timeout_s)
