@@ -26,7 +26,10 @@ class RequestRecord(BaseModel):
     error_kind: str | None = None
     """http_4xx, http_5xx, timeout, connect, read, malformed_sse, stream_error, truncated or no_content."""
     start_s: float | None = None
-    """perf_counter() when the request was sent: places it on a load run's timeline."""
+    """perf_counter() when the request was on the wire: places it on a load run's timeline. TTFT and e2e count
+    from here, so they measure the server, not connection setup or the client's own queueing (`send_s`)."""
+    send_s: float | None = None
+    """From the call to the request fully written: connecting (or waiting for a pooled connection) and sending."""
     ttft_s: float | None = None
     e2e_s: float | None = None
     itl_s: list[float] = []
@@ -95,11 +98,17 @@ class _Timer:
     """Accumulates chunk arrival times into a RequestRecord."""
 
     def __init__(self, record: RequestRecord) -> None:
-        self.start = time.perf_counter()
+        self.called = self.start = time.perf_counter()
         self.record, self.last = record, None
         record.start_s = self.start
         self.parts: list[str] = []
         self.done = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: the clock starts once the request body is written (HTTP/1.1)."""
+        if event == "http11.send_request_body.complete":
+            self.start = self.record.start_s = time.perf_counter()
+            self.record.send_s = self.start - self.called
 
     def on_line(self, line: str) -> None:
         if line.strip() == "data: [DONE]":
@@ -155,7 +164,7 @@ async def stream(http: httpx.AsyncClient, url: str, body: dict[str, Any], record
     """POST a streaming request and time it; every failure becomes a failed record, never an exception."""
     timer = _Timer(record)
     try:
-        async with http.stream("POST", url, json=body) as resp:
+        async with http.stream("POST", url, json=body, extensions={"trace": timer.trace}) as resp:
             if resp.status_code != 200:
                 text = (await resp.aread()).decode(errors="replace")[:300]
                 record.fail(f"http_{resp.status_code // 100}xx", f"HTTP {resp.status_code}: {text}")

@@ -25,6 +25,7 @@ def test_timings_match_the_scripted_server():
         body = srv.state.requests[0]
     assert rec.ok and rec.completion_tokens == 20 and rec.prompt_tokens == 10
     assert 0.075 < rec.ttft_s < 0.2
+    assert 0 < rec.send_s < 0.5  # connecting and sending, counted apart from TTFT
     assert len(rec.itl_s) == 19 and all(0.015 < gap < 0.1 for gap in rec.itl_s)
     assert rec.decode_tps == pytest.approx(50, rel=0.3)
     assert rec.text.startswith("word0 word1")
@@ -35,7 +36,7 @@ def test_timings_match_the_scripted_server():
 def test_http_errors_become_failed_records():
     with MockServer(Script(fail_status=503)) as srv:
         rec = _run(srv.url)
-    assert not rec.ok and rec.error.startswith("HTTP 503")
+    assert not rec.ok and rec.error.startswith("HTTP 503") and rec.error_kind == "http_5xx"
 
 
 def test_connection_refused_becomes_a_failed_record():
