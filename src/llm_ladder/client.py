@@ -95,13 +95,17 @@ def _chunk_text(choice: dict[str, Any]) -> str | None:
 
 
 class _Timer:
-    """Accumulates chunk arrival times into a RequestRecord."""
+    """Accumulates chunk arrival times, in plain attributes (a pydantic field assignment per chunk costs more than
+    the read), and fills the RequestRecord at the end."""
 
     def __init__(self, record: RequestRecord) -> None:
         self.called = self.start = time.perf_counter()
         self.record, self.last = record, None
         record.start_s = self.start
         self.parts: list[str] = []
+        self.itl: list[float] = []
+        self.ttft: float | None = None
+        self.finish_reason: str | None = None
         self.done = False
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
@@ -110,7 +114,7 @@ class _Timer:
             self.start = self.record.start_s = time.perf_counter()
             self.record.send_s = self.start - self.called
 
-    def on_line(self, line: str) -> None:
+    def on_line(self, line: str, now: float) -> None:
         if line.strip() == "data: [DONE]":
             self.done = True
             return
@@ -120,36 +124,51 @@ class _Timer:
             self.record.fail("malformed_sse", f"malformed SSE line: {line[:120]!r}")
             return
         if chunk is not None:
-            self.on_chunk(chunk)
+            self.on_chunk(chunk, now)
 
-    def on_chunk(self, chunk: dict[str, Any]) -> None:
-        now = time.perf_counter()
+    def on_chunk(self, chunk: dict[str, Any], now: float) -> None:
         if error := chunk.get("error"):  # vLLM reports mid-stream failures as an error event
             self.record.fail("stream_error", str(error.get("message", error) if isinstance(error, dict) else error))
         if usage := chunk.get("usage"):
             self.record.prompt_tokens = usage.get("prompt_tokens")
             self.record.completion_tokens = usage.get("completion_tokens")
-        for choice in chunk.get("choices") or []:
-            self.record.finish_reason = choice.get("finish_reason") or self.record.finish_reason
+        for choice in chunk.get("choices") or ():
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
             content = _chunk_text(choice)
             if not content:
                 continue
             if self.last is None:
-                self.record.ttft_s = now - self.start
+                self.ttft = now - self.start
             else:
-                self.record.itl_s.append(now - self.last)
+                self.itl.append(now - self.last)
             self.last = now
             self.parts.append(content)
 
     def finish(self) -> RequestRecord:
-        self.record.e2e_s = time.perf_counter() - self.start
-        self.record.text = "".join(self.parts)
-        if self.record.ttft_s is None:
-            self.record.fail("no_content", "no content in stream")
-        elif not self.done or self.record.completion_tokens is None:
+        record = self.record
+        record.e2e_s = time.perf_counter() - self.start
+        record.ttft_s, record.itl_s, record.finish_reason = self.ttft, self.itl, self.finish_reason
+        record.text = "".join(self.parts)
+        if record.ttft_s is None:
+            record.fail("no_content", "no content in stream")
+        elif not self.done or record.completion_tokens is None:
             missing = "[DONE]" if not self.done else "usage"
-            self.record.fail("truncated", f"stream ended without {missing}")
-        return self.record
+            record.fail("truncated", f"stream ended without {missing}")
+        return record
+
+
+async def _read_lines(resp: httpx.Response, timer: _Timer) -> None:
+    """Lines of the event stream, each stamped with the arrival time of the read that brought it: lines that came
+    in one read arrived together, however long parsing the first takes. (httpx's aiter_lines would stamp them as
+    they are parsed.)"""
+    pending = b""
+    async for data in resp.aiter_bytes():
+        now = time.perf_counter()
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            timer.on_line(line.decode("utf-8", errors="replace"), now)
+    if pending.strip():
+        timer.on_line(pending.decode("utf-8", errors="replace"), time.perf_counter())
 
 
 def _error_kind(exc: Exception) -> str:
@@ -169,8 +188,7 @@ async def stream(http: httpx.AsyncClient, url: str, body: dict[str, Any], record
                 text = (await resp.aread()).decode(errors="replace")[:300]
                 record.fail(f"http_{resp.status_code // 100}xx", f"HTTP {resp.status_code}: {text}")
                 return timer.finish()
-            async for line in resp.aiter_lines():
-                timer.on_line(line)
+            await _read_lines(resp, timer)
     except httpx.HTTPError as exc:
         record.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
     return timer.finish()
