@@ -33,6 +33,14 @@ ModelsDir = Annotated[
 ]
 
 
+Url = Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")]
+ServedModel = Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
+]
+
+
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -103,18 +111,15 @@ def climb(
 
 @app.command("eval")
 def eval_(
-    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")],
-    model: Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")] = None,
+    url: Url,
+    model: ServedModel = None,
     suite: Annotated[
         list[str] | None, typer.Option(help="Suite name or YAML file (repeatable; default: instructions, exact).")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of each suite.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Items in flight at once.")] = 8,
     out: Annotated[Path | None, typer.Option(help="Directory for items.jsonl (default runs/<timestamp>-eval).")] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
-    ] = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Run the task suites (greedy, fixed seed) against any running OpenAI-compatible server."""
     import httpx
@@ -141,8 +146,8 @@ def eval_(
 
 @app.command("bench")
 def bench(
-    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")],
-    model: Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")] = None,
+    url: Url,
+    model: ServedModel = None,
     endpoint: Annotated[str, typer.Option(help="chat or completions.")] = "chat",
     dataset: Annotated[str, typer.Option(help="workshop, random, sharegpt or jsonl.")] = "random",
     dataset_path: Annotated[Path | None, typer.Option(help="The JSONL file (or a ShareGPT JSON file).")] = None,
@@ -167,10 +172,7 @@ def bench(
     slo: Annotated[str | None, typer.Option(help="Goodput SLOs in ms: ttft=500,tpot=50,e2e=4000.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for datasets and arrivals.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Directory for bench.json, bench.csv, requests.jsonl.")] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
-    ] = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Load-test any OpenAI-compatible server: concurrency or rate sweeps, vllm-bench metrics, goodput."""
     import httpx
