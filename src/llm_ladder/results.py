@@ -7,7 +7,6 @@ Ctrl-C loses nothing already measured; `--resume` rebuilds completed rungs from 
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 
 from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import StartupStages, StopReport
+from llm_ladder.jsonl import append_line
 from llm_ladder.metrics import SpecStats, WorkloadStats
 from llm_ladder.suites import Identity, SuiteScore
 from llm_ladder.telemetry import MemoryStats
@@ -127,12 +127,7 @@ class RunDir:
 
     def append(self, kind: str, payload: BaseModel | dict[str, Any], **extra: Any) -> None:
         data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-        line = json.dumps({"type": kind, "time": datetime.now(UTC).isoformat(), **extra, **data})
-        self.path.mkdir(parents=True, exist_ok=True)
-        with self.jsonl.open("a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.jsonl, json.dumps({"type": kind, "time": datetime.now(UTC).isoformat(), **extra, **data}))
 
     def events(self) -> list[dict[str, Any]]:
         if not self.jsonl.exists():

@@ -8,7 +8,6 @@ A suite is a YAML file: `instructions` (IFEval-style constraints checked by if-v
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, computed_field, model_validator
 
 from llm_ladder.checkers import check_exact, check_instructions, validate_instruction
+from llm_ladder.jsonl import append_line
 from llm_ladder.metrics import wilson_interval
 from llm_ladder.plan import describe_error, read_yaml
 
@@ -129,12 +129,8 @@ class ItemResult(BaseModel):
 
 
 def append_item(path: Path, item: ItemResult) -> None:
-    """Append one item as it is measured (flushed and fsynced: a crash loses nothing already answered)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(item.model_dump_json() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one item as it is measured: a crash loses nothing already answered."""
+    append_line(path, item.model_dump_json())
 
 
 def load_items(path: Path) -> list[ItemResult]:

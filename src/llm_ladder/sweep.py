@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_ladder.arrivals import LoadShape
+from llm_ladder.jsonl import append_line
 from llm_ladder.loadgen import Endpoint, LoadRecord, run_load
 from llm_ladder.loadstats import knee, summarize_run, write_csv
 from llm_ladder.measure import scrape_spec
@@ -38,13 +38,15 @@ class SweepOptions(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
     slo: dict[str, float] = {}
 
+    def edges(self, shape: LoadShape) -> tuple[int, int]:
+        """Requests left out at the start and at the end of a level."""
+        edge = shape.concurrency or 0
+        return (edge if self.warmup is None else self.warmup), (edge if self.cooldown is None else self.cooldown)
+
     @model_validator(mode="after")
     def _something_measured(self) -> SweepOptions:
         for shape in self.shapes:
-            edge = shape.concurrency or 0
-            left_out = (edge if self.warmup is None else self.warmup) + (
-                edge if self.cooldown is None else self.cooldown
-            )
+            left_out = sum(self.edges(shape))
             if self.duration_s is None and left_out >= self.max_requests:
                 raise ValueError(
                     f"max_requests {self.max_requests} leaves nothing to measure at {shape.label} (warmup + cooldown "
@@ -53,19 +55,11 @@ class SweepOptions(BaseModel):
         return self
 
 
-def _append_line(path: Path, data: dict[str, Any], sync: bool = True) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(data) + "\n")
-        f.flush()
-        if sync:
-            os.fsync(f.fileno())
-
-
 def _append(path: Path, record: LoadRecord, level: int) -> None:
     """Written (flushed: a crash of this process loses nothing) but not fsynced: an fsync blocks the event loop
     for milliseconds, and every stream in flight would see it as inter-token latency. The level's end syncs."""
     data = {"level": level, "type": "request", **record.model_dump(mode="json", exclude={"text"})}
-    _append_line(path, data, sync=False)
+    append_line(path, json.dumps(data), sync=False)
 
 
 def spec_keys(before: Any, after: Any) -> dict[str, Any]:
@@ -95,7 +89,7 @@ async def _sweep(
 ) -> list[dict[str, Any]]:
     levels = []
     for level, shape in enumerate(opts.shapes):
-        edge = shape.concurrency or 0
+        warmup, cooldown = opts.edges(shape)
         before = await scrape_spec(http, base_url)
         run = await run_load(
             http,
@@ -106,16 +100,19 @@ async def _sweep(
             endpoint=opts.endpoint,
             max_requests=opts.max_requests,
             duration_s=opts.duration_s,
-            warmup=edge if opts.warmup is None else opts.warmup,
-            cooldown=edge if opts.cooldown is None else opts.cooldown,
+            warmup=warmup,
+            cooldown=cooldown,
             temperature=opts.temperature,
             request_timeout_s=opts.request_timeout_s,
             on_record=lambda r, level=level: (_append(out / "requests.jsonl", r, level), on_record(r)),
         )
         if run.stopped_by == "duration":  # the lines above were written before the cooldown was known
-            cooldown = [r.index for r in run.records if r.phase == "cooldown"]
-            _append_line(out / "requests.jsonl", {"level": level, "type": "phases", "cooldown_indices": cooldown})
-        _append_line(out / "requests.jsonl", {"level": level, "type": "level_end", "requests": len(run.records)})
+            late = [r.index for r in run.records if r.phase == "cooldown"]
+            line = {"level": level, "type": "phases", "cooldown_indices": late}
+            append_line(out / "requests.jsonl", json.dumps(line))
+        append_line(
+            out / "requests.jsonl", json.dumps({"level": level, "type": "level_end", "requests": len(run.records)})
+        )
         after = await scrape_spec(http, base_url)
         levels.append(summarize_run(run, opts.slo) | spec_keys(before, after) | {"stopped_by": run.stopped_by})
     return levels
