@@ -179,13 +179,13 @@ def bench(
     from pydantic import ValidationError
 
     from llm_ladder.arrivals import shapes_from
-    from llm_ladder.evaluation import find_model
+    from llm_ladder.evaluation import auth_headers, find_model
     from llm_ladder.loadstats import parse_slo
     from llm_ladder.prompts import load_requests, local_tokenizer, word_count
     from llm_ladder.summary import load_table
     from llm_ladder.sweep import SweepOptions, run_sweep
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         shapes = shapes_from(concurrency, rate, burstiness, seed)
         opts = SweepOptions(

@@ -97,10 +97,15 @@ async def served_model(http: httpx.AsyncClient, base_url: str, wanted: str | Non
     return wanted or models[0]
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The bearer token a server started with `--api-key` wants (OpenAI's scheme)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 async def _evaluate(
     base_url: str, model: str | None, suites: list[Suite], spec: SuitesSpec, on_item: OnItem, api_key: str | None
 ) -> tuple[str, dict[str, SuiteScore]]:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, headers=headers) as http:
         model = await served_model(http, base_url, model)
         return model, scores(await run_suites(http, base_url, model, suites, spec, on_item))
