@@ -118,7 +118,7 @@ class Climber:
         """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done.
         `sinks` also receive every request record and suite item as they are measured (progress display)."""
         try:
-            return self._run(resume, sinks or Sinks(lambda r: None))
+            return self._run(resume, sinks or Sinks())
         finally:
             if self.summary is not None:
                 self.run_dir.write_summary(self.summary, to_markdown(self.summary))
@@ -173,7 +173,7 @@ class Climber:
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
         try:
-            self._measure(rung, server, result, sinks or Sinks(lambda r: None))
+            self._measure(rung, server, result, sinks or Sinks())
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise

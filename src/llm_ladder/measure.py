@@ -95,7 +95,7 @@ class Measured:
 class Sinks:
     """Where measurements go as they are made (the run directory's append-only files)."""
 
-    on_record: Callable[[RequestRecord], None]
+    on_record: Callable[[RequestRecord], None] = lambda record: None
     on_item: Callable[[ItemResult], None] = lambda item: None
     on_load: Callable[[RequestRecord], None] = lambda record: None
 
