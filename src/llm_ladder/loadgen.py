@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel
 
 from llm_ladder.arrivals import LoadShape, send_offsets
-from llm_ladder.client import RequestRecord, stream
+from llm_ladder.client import RequestRecord, Streamer
 from llm_ladder.prompts import BenchRequest
 
 Endpoint = Literal["chat", "completions"]
@@ -66,8 +65,8 @@ def endpoint_url(base_url: str, endpoint: Endpoint) -> str:
 class _Sender:
     """Sends requests and keeps their records; the concurrency gate is released whatever happens."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, bodies: list[dict[str, Any]], timeout_s: float) -> None:
-        self.http, self.url, self.bodies, self.timeout_s = http, url, bodies, timeout_s
+    def __init__(self, streamer: Streamer, url: str, bodies: list[dict[str, Any]], timeout_s: float) -> None:
+        self.streamer, self.url, self.bodies, self.timeout_s = streamer, url, bodies, timeout_s
         self.records: list[LoadRecord] = []
 
     async def send(
@@ -77,7 +76,7 @@ class _Sender:
         self.records.append(record)
         try:
             async with asyncio.timeout(self.timeout_s):
-                await stream(self.http, self.url, self.bodies[index % len(self.bodies)], record)
+                await self.streamer.stream(self.url, self.bodies[index % len(self.bodies)], record)
         except TimeoutError:
             record.fail("timeout", f"no complete answer within {self.timeout_s:g} s")
             record.e2e_s = time.perf_counter() - (record.start_s or time.perf_counter())
@@ -95,7 +94,7 @@ def mark_phases(records: list[LoadRecord], warmup: int, cooldown: int) -> None:
 
 
 async def run_load(
-    http: httpx.AsyncClient,
+    streamer: Streamer,
     base_url: str,
     model: str,
     requests: list[BenchRequest],
@@ -115,7 +114,7 @@ async def run_load(
     if not requests:
         raise ValueError("no requests to send")
     bodies = [request_body(model, endpoint, r, temperature) for r in requests]
-    sender = _Sender(http, endpoint_url(base_url, endpoint), bodies, request_timeout_s)
+    sender = _Sender(streamer, endpoint_url(base_url, endpoint), bodies, request_timeout_s)
     offsets = send_offsets(max_requests, shape.rate, shape.burstiness, shape.seed) if shape.rate else None
     gate = asyncio.Semaphore(shape.concurrency) if shape.concurrency else None
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
-from llm_ladder.client import RequestRecord, stream_chat
+from llm_ladder.client import RequestRecord, Streamer, stream_chat
 from llm_ladder.evaluation import run_suites
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
@@ -37,6 +37,7 @@ class WorkloadResult:
 
 async def _run_workload(
     http: httpx.AsyncClient,
+    streamer: Streamer,
     base_url: str,
     model: str,
     workload: Workload,
@@ -47,7 +48,7 @@ async def _run_workload(
     before = await scrape_spec(http, base_url)
     records = []
     for trial in range(trials):
-        record = await stream_chat(http, base_url, model, workload, trial, seed=workload.seed + trial)
+        record = await stream_chat(streamer, base_url, model, workload, trial, seed=workload.seed + trial)
         on_record(record)
         records.append(record)
     after = await scrape_spec(http, base_url)
@@ -102,16 +103,17 @@ class Sinks:
 
 async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
     on_record = sinks.on_record
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http, Streamer() as streamer:
         for i in range(plan.warmup_requests):
             warm = plan.workloads[0]
-            record = await stream_chat(http, base_url, model, warm, trial=-1 - i, seed=warm.seed)
+            record = await stream_chat(streamer, base_url, model, warm, trial=-1 - i, seed=warm.seed)
             if not record.ok:
                 raise RuntimeError(f"warmup request failed: {record.error}")
         spec = plan.agreement
         score = spec.enabled and spec.score_outputs
         workloads = {
-            w.name: await _run_workload(http, base_url, model, w, plan.trials, on_record, score) for w in plan.workloads
+            w.name: await _run_workload(http, streamer, base_url, model, w, plan.trials, on_record, score)
+            for w in plan.workloads
         }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
         positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None

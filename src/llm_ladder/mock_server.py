@@ -9,6 +9,7 @@ The stdlib server is enough here: one thread per connection, loopback only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -87,9 +88,14 @@ class _State:
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as uvicorn: every chunk leaves when written
 
         def log_message(self, *args: object) -> None:  # keep test output quiet
             pass
+
+        def handle_one_request(self) -> None:
+            self.arrived = _kernel_arrival(self.connection)
+            super().handle_one_request()
 
         def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(code)
@@ -122,7 +128,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"{}")
 
         def do_POST(self) -> None:
-            received = time.perf_counter()
+            received = self.arrived or time.perf_counter()
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             if self._unauthorized():
                 return
@@ -152,19 +158,57 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
         def _stream(self, n: int, body: dict, received: float, fault: str | None) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")  # as uvicorn streams vLLM's answers
             self.send_header("Connection", "close")
             self.end_headers()
             completions = self.path == "/v1/completions"
-            if _stream(self.wfile, state, n, body.get("model", "mock"), completions, [received], fault) == "reset":
+            out = _Chunked(self.wfile)
+            if _stream(out, state, n, body.get("model", "mock"), completions, [received], fault) == "reset":
                 # SO_LINGER 0: close() sends RST, as a crashed or overloaded server's connection would
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()  # now: the server's own shutdown would send a FIN first
+            else:  # a complete HTTP body, whether or not the stream in it is (a truncated stream ends cleanly)
+                out.end()
             self.close_connection = True
 
     return Handler
 
 
 VOCAB = 5000
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python does not always name it
+
+
+def _kernel_arrival(sock: socket.socket) -> float | None:
+    """When the kernel received the next request's first bytes, on the perf_counter() clock; None where there is
+    no such stamp (not Linux, or the peer closed). Peeked, so the request stays unread. A request's true start:
+    stamped in the handler instead, it would carry this threaded server's own accept and GIL delays, which a
+    client rightly counts and the truth would not."""
+    try:
+        _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+    except OSError:
+        return None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+            sec, nsec = struct.unpack("qq", payload[:16])
+            return sec + nsec / 1e9 - (time.time() - time.perf_counter())
+    return None
+
+
+class _Chunked:
+    """HTTP/1.1 chunked transfer encoding over the handler's wfile: each write is one chunk."""
+
+    def __init__(self, wfile) -> None:
+        self.wfile = wfile
+
+    def write(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def flush(self) -> None:
+        self.wfile.flush()
+
+    def end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 def _completion_with_logprobs(body: dict, script: Script) -> dict:
@@ -235,9 +279,10 @@ def _stream(
             return fault
         if i == n // 2 and fault == "malformed":
             wfile.write(b"data: {this is not json\n\n")
+        sent = time.perf_counter()  # before the write: after it, this thread may wait for the GIL
         wfile.write(_chunk(model, f"{script.text}{i} ", completions=completions))
         wfile.flush()
-        timeline.append(time.perf_counter())
+        timeline.append(sent)
     wfile.write(_chunk(model, None, finish="length", completions=completions))
     wfile.write(_chunk(model, None, usage={"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}))
     wfile.write(b"data: [DONE]\n\n")
@@ -269,6 +314,11 @@ class _Server(ThreadingHTTPServer):
     """The listen backlog (the stdlib default is 5): with hundreds of streams opening at once a short backlog
     drops connection attempts, and the client's SYN retry adds a whole second to their TTFT."""
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        with contextlib.suppress(OSError):  # inherited by accepted connections; Linux only
+            self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        super().server_bind()
 
 
 class MockServer:

@@ -3,7 +3,6 @@ request appended to `requests.jsonl` as it finishes, and `bench.json` / `bench.c
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_ladder.arrivals import LoadShape
+from llm_ladder.client import Streamer, run_fast
 from llm_ladder.jsonl import append_line
 from llm_ladder.loadgen import Endpoint, LoadRecord, run_load
 from llm_ladder.loadstats import knee, summarize_run, write_csv
@@ -80,6 +80,7 @@ def spec_keys(before: Any, after: Any) -> dict[str, Any]:
 
 async def _sweep(
     http: httpx.AsyncClient,
+    streamer: Streamer,
     base_url: str,
     model: str,
     requests: list[BenchRequest],
@@ -92,7 +93,7 @@ async def _sweep(
         warmup, cooldown = opts.edges(shape)
         before = await scrape_spec(http, base_url)
         run = await run_load(
-            http,
+            streamer,
             base_url,
             model,
             requests,
@@ -129,14 +130,15 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run every level; returns (and writes to `out/bench.json`) the levels and the sweep's knee."""
     out.mkdir(parents=True, exist_ok=True)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    timeout = httpx.Timeout(opts.request_timeout_s, connect=10.0)
 
     async def go() -> list[dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers or {}) as http:
-            return await _sweep(http, base_url.rstrip("/"), model, requests, opts, out, on_record)
+        async with (
+            httpx.AsyncClient(timeout=10.0, headers=headers or {}) as http,
+            Streamer(headers, read_timeout_s=opts.request_timeout_s) as streamer,
+        ):
+            return await _sweep(http, streamer, base_url.rstrip("/"), model, requests, opts, out, on_record)
 
-    levels = asyncio.run(go())
+    levels = run_fast(go())
     result = {"model": model, "endpoint": opts.endpoint, "knee_concurrency": knee(levels), "levels": levels}
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     write_csv(out / "bench.csv", levels)

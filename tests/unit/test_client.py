@@ -1,9 +1,8 @@
 import asyncio
 
-import httpx
 import pytest
 
-from llm_ladder.client import _sse_payloads, stream_chat
+from llm_ladder.client import Streamer, _sse_payloads, stream_chat
 from llm_ladder.engines.process import free_port
 from llm_ladder.mock_server import MockServer, Script
 from llm_ladder.plan import Workload
@@ -13,8 +12,8 @@ W = Workload(name="w", prompt="hi", max_tokens=20, min_tokens=5, temperature=0.0
 
 def _run(url, workload=W):
     async def go():
-        async with httpx.AsyncClient(timeout=10) as http:
-            return await stream_chat(http, url, "mock", workload, trial=0, seed=7)
+        async with Streamer(read_timeout_s=10) as streamer:
+            return await stream_chat(streamer, url, "mock", workload, trial=0, seed=7)
 
     return asyncio.run(go())
 
@@ -41,7 +40,7 @@ def test_http_errors_become_failed_records():
 
 def test_connection_refused_becomes_a_failed_record():
     rec = _run(f"http://127.0.0.1:{free_port()}")
-    assert not rec.ok and "ConnectError" in rec.error
+    assert not rec.ok and rec.error_kind == "connect"
 
 
 def test_sse_parsing_skips_comments_and_done():

@@ -6,12 +6,12 @@ import json
 import math
 import statistics
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from llm_ladder.arrivals import LoadShape, send_offsets, shapes_from
 from llm_ladder.cli import app
+from llm_ladder.client import Streamer
 from llm_ladder.loadgen import LoadRecord, LoadRun, mark_phases, run_load
 from llm_ladder.loadstats import knee, parse_slo, summarize_run
 from llm_ladder.mock_server import MockServer, Script
@@ -61,9 +61,9 @@ def test_jsonl_dataset_errors_name_the_line(tmp_path):
 def _run(script, shape, n=12, **kw):
     async def go():
         with MockServer(script) as server:
-            async with httpx.AsyncClient(timeout=30) as http:
+            async with Streamer(read_timeout_s=30) as streamer:
                 reqs = random_prompts(4, 8, 6)
-                run = await run_load(http, server.url, "mock", reqs, shape, max_requests=n, **kw)
+                run = await run_load(streamer, server.url, "mock", reqs, shape, max_requests=n, **kw)
                 return run, server.state
 
     return asyncio.run(go())
