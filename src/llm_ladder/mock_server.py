@@ -279,8 +279,9 @@ def _stream(
             return fault
         if i == n // 2 and fault == "malformed":
             wfile.write(b"data: {this is not json\n\n")
-        sent = time.perf_counter()  # before the write: after it, this thread may wait for the GIL
-        wfile.write(_chunk(model, f"{script.text}{i} ", completions=completions))
+        data = _chunk(model, f"{script.text}{i} ", completions=completions)
+        sent = time.perf_counter()  # right before the write: after it, this thread may wait for the GIL
+        wfile.write(data)
         wfile.flush()
         timeline.append(sent)
     wfile.write(_chunk(model, None, finish="length", completions=completions))

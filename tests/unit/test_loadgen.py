@@ -15,7 +15,7 @@ from llm_ladder.client import Streamer
 from llm_ladder.loadgen import LoadRecord, LoadRun, mark_phases, run_load
 from llm_ladder.loadstats import knee, parse_slo, summarize_run
 from llm_ladder.mock_server import MockServer, Script
-from llm_ladder.prompts import PromptError, jsonl, random_prompts
+from llm_ladder.prompts import PromptError, jsonl, local_tokenizer, random_prompts
 
 runner = CliRunner()
 
@@ -47,6 +47,18 @@ def test_random_prompts_have_the_length_and_are_distinct():
     reqs = random_prompts(5, input_len=40, output_len=16, seed=3)
     assert all(r.input_len == 40 and r.max_tokens == 16 and r.ignore_eos for r in reqs)
     assert len({r.prompt for r in reqs}) == 5 and reqs == random_prompts(5, 40, 16, seed=3)
+
+
+def test_a_tokenizer_json_counts_tokens_without_transformers(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[UNK]": 0, "time": 1, "river": 2}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    count = local_tokenizer(str(tmp_path))
+    assert count("time river time") == 3 and count("river unknown words") == 3
+    reqs = random_prompts(3, 12, 4, count=count)
+    assert all(r.input_len == 12 for r in reqs)
 
 
 def test_jsonl_dataset_errors_name_the_line(tmp_path):
