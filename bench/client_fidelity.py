@@ -1,6 +1,6 @@
 """Benchmark: how exactly does each load client measure? Ours (`ladder bench`), `vllm bench serve` and guidellm
-against the same scripted mock server, whose true delays are known: it records when each request arrived and
-when it wrote each chunk (same host, same monotonic clock), and serves them at /mock/timelines.
+against the same scripted mock server, whose true delays are known: it records when the kernel received each
+request (SO_TIMESTAMPNS) and when it wrote each chunk (same host, same clock), and serves them at /mock/timelines.
 
 For 1, 16, 64 and 256 concurrent streams, prints per client the absolute error of the TTFT and ITL medians and
 99th percentiles against the server's true ones, the throughput it achieved, and its CPU time. Each client runs
