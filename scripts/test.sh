@@ -3,6 +3,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh cpu,test || exit $?
+# The report is checked in a real browser: headless Chromium, the Debian package.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
 venv="${LADDER_VENV:-.venv}"
 "$venv/bin/ruff" check src tests bench || exit $?
 "$venv/bin/python" -m pytest "$@"

@@ -100,13 +100,58 @@ def climb(
             summary = climber.run(resume=resume is not None, sinks=sinks)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
+            console.print(f"report so far: {_report(run_path)}")
             raise typer.Exit(130) from None
     console.print(to_table(summary))
     if summary.recommendation:
         console.print(f"[bold]recommendation:[/bold] {summary.recommendation.summary}", soft_wrap=True)
-    console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}")
+    console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}, {_report(run_path)}")
     if summary.failed:
         fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)
+
+
+def _report(run_path: Path) -> str:
+    """Write report.html; a failure to draw it is reported, and costs no measurement (all are on disk)."""
+    from llm_ladder.report import write_report
+
+    try:
+        return str(write_report(run_path))
+    except Exception as err:  # the results are written already; the report can be made again with `ladder report`
+        return f"no report.html ({type(err).__name__}: {err})"
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (with results.json).")]) -> None:
+    """Write RUN_DIR/report.html: one self-contained page with the charts, the tables and the answers."""
+    from llm_ladder.report import write_report
+
+    try:
+        console.print(f"report: {write_report(run_dir)}")
+    except (OSError, ValueError) as err:
+        fail(str(err))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run directories; the first is the reference.")],
+    out: Annotated[Path | None, typer.Option(help="Directory for compare.html and compare.md.")] = None,
+) -> None:
+    """The same rungs across runs, marking only differences larger than the trials' spread."""
+    from llm_ladder.compare import write_compare
+
+    out_dir = out or default_run_dir("compare")
+    try:
+        rows, html = write_compare(run_dirs, out_dir)
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    table = Table("rung", "metric", *(p.name for p in run_dirs), title="ladder compare")
+    styles = {"better": "green", "worse": "red", "": ""}
+    for row in rows:
+        table.add_row(
+            row.rung, row.metric, *(f"[{styles[c.mark]}]{c.text}[/]" if c.mark else c.text for c in row.cells)
+        )
+    console.print(table)
+    console.print(f"compare: {html}, {out_dir / 'compare.md'}")
 
 
 @app.command("eval")
@@ -180,9 +225,8 @@ def bench(
 
     from llm_ladder.arrivals import shapes_from
     from llm_ladder.evaluation import auth_headers, find_model
-    from llm_ladder.loadstats import parse_slo
+    from llm_ladder.loadstats import load_table, parse_slo
     from llm_ladder.prompts import load_requests, local_tokenizer, word_count
-    from llm_ladder.summary import load_table
     from llm_ladder.sweep import SweepOptions, run_sweep
 
     headers = auth_headers(api_key)

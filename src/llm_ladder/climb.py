@@ -24,6 +24,7 @@ from llm_ladder.plan import Plan, PlanError, Rung, describe_error
 from llm_ladder.prompts import BenchRequest
 from llm_ladder.recommend import recommend
 from llm_ladder.results import RunDir, RungResult, RunSummary, SpecSummary
+from llm_ladder.roofline import Bandwidth, Roofline, host_bandwidth, model_config, workload_rooflines
 from llm_ladder.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
 from llm_ladder.summary import to_markdown
 from llm_ladder.sweep import SweepOptions, options_from, requests_from, run_sweep
@@ -102,12 +103,14 @@ class Climber:
         self.rungs: dict[str, Rung] | None = None
         self.suites: list[Suite] = []
         self.load: tuple[SweepOptions, list[BenchRequest]] | None = None
+        self.bandwidth: Bandwidth | None = None
 
     def prepare(self) -> None:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
         SuiteError naming what is wrong."""
         self.rungs = resolve_models(self.plan, self.store)
         self.suites = load_suites(self.plan.suites)
+        self.bandwidth = host_bandwidth(self.plan.memory_bandwidth_gbs)  # before any engine competes for memory
         if self.plan.load is not None:
             try:
                 self.load = (options_from(self.plan.load), requests_from(self.plan.load))
@@ -132,7 +135,7 @@ class Climber:
         self.summary = summary = RunSummary(
             plan=self.plan.name,
             started_at=datetime.now(UTC).isoformat(),
-            host=host_info(),
+            host=host_info() | {"memory_bandwidth": self.bandwidth.model_dump() if self.bandwidth else None},
             baseline=self.plan.baseline.name,
             rungs=[],
         )
@@ -273,6 +276,7 @@ class Climber:
         result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung)
+        result.roofline = self._rooflines(rung, result)
         errors = sum(s.errors for s in result.workloads.values()) + sum(s.errors for s in result.suites.values())
         if (code := server.process.exit_code) is not None:
             result.verification.append(f"FAIL: engine exited with code {code} while being measured")
@@ -282,6 +286,13 @@ class Climber:
             result.error = "; ".join(failed_checks + ([f"{errors} request(s) failed"] if errors else []))
         else:
             result.status = "ok"
+
+    def _rooflines(self, rung: Rung, result: RungResult) -> list[Roofline]:
+        steps = {name: s.mean_acceptance_length for name, s in result.spec.items() if s.mean_acceptance_length}
+        kv_bytes = 1 if "fp8" in (rung.kv_cache_dtype or "") else 2
+        config = model_config(rung.model)
+        assert self.bandwidth is not None
+        return workload_rooflines(result.workloads, result.weights_gib, config, self.bandwidth, steps, kv_bytes)
 
     def _stop(self, server: Server, result: RungResult, before: Snapshot) -> None:
         stop = self.engine.stop(server)

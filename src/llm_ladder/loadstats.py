@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from llm_ladder.loadgen import LoadRecord, LoadRun
 from llm_ladder.metrics import percentile
 
@@ -107,3 +109,39 @@ def write_csv(path: Path, levels: Sequence[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(levels)
+
+
+LOAD_COLUMNS = (
+    ("load", "shape"),
+    ("ok", "completed"),
+    ("failed", "failed"),
+    ("req/s", "request_throughput"),
+    ("out tok/s", "output_throughput"),
+    ("TTFT p50 ms", "median_ttft_ms"),
+    ("TTFT p99 ms", "p99_ttft_ms"),
+    ("TPOT p50 ms", "median_tpot_ms"),
+    ("ITL p50 ms", "median_itl_ms"),
+    ("ITL p99 ms", "p99_itl_ms"),
+    ("E2E p50 ms", "median_e2el_ms"),
+    ("goodput req/s", "request_goodput"),
+)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def load_table(result: dict) -> Table:
+    """`ladder bench`'s levels in the terminal, with the sweep's knee in the title."""
+    knee = result.get("knee_concurrency")
+    title = f"ladder bench: {result['model']}" + (f" (knee at concurrency {knee})" if knee else "")
+    table = Table(*(c for c, _ in LOAD_COLUMNS), title=title)
+    for level in result["levels"]:
+        table.add_row(*level_cells(level))
+    return table
+
+
+def level_cells(level: dict[str, Any]) -> list[str]:
+    return [_cell(level.get(key)) for _, key in LOAD_COLUMNS]

@@ -11,6 +11,7 @@ import httpx
 
 from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
 from llm_ladder.client import RequestRecord, Streamer, stream_chat
+from llm_ladder.energy import EnergySource, open_energy_source
 from llm_ladder.evaluation import run_suites
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
@@ -44,13 +45,16 @@ async def _run_workload(
     trials: int,
     on_record: Callable[[RequestRecord], None],
     score: bool = False,
+    energy: EnergySource | None = None,
 ) -> WorkloadResult:
     before = await scrape_spec(http, base_url)
+    joules = energy.joules() if energy else None
     records = []
     for trial in range(trials):
         record = await stream_chat(streamer, base_url, model, workload, trial, seed=workload.seed + trial)
         on_record(record)
         records.append(record)
+    joules = energy.joules() - joules if energy and joules is not None else None
     after = await scrape_spec(http, base_url)
     spec = after - before if before is not None and after is not None else None
     if score:  # after the counters are read: scoring requests must not count as the workload's drafts
@@ -58,7 +62,10 @@ async def _run_workload(
             if record.ok and record.text.strip():
                 positions = await prompt_logprobs(http, base_url, model, [record.text], k=1)
                 record.output_perplexity = perplexity(positions) if positions else None
-    return WorkloadResult(summarize(records), records, spec)
+    stats = summarize(records)
+    tokens = sum(r.completion_tokens or 0 for r in records if r.ok)
+    stats.energy_j_per_token = joules / tokens if joules is not None and tokens else None
+    return WorkloadResult(stats, records, spec)
 
 
 async def prompt_logprobs(
@@ -101,7 +108,9 @@ class Sinks:
     on_load: Callable[[RequestRecord], None] = lambda record: None
 
 
-async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
+async def _measure(
+    base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks, energy: EnergySource | None
+) -> Measured:
     on_record = sinks.on_record
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http, Streamer() as streamer:
         for i in range(plan.warmup_requests):
@@ -112,7 +121,7 @@ async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], s
         spec = plan.agreement
         score = spec.enabled and spec.score_outputs
         workloads = {
-            w.name: await _run_workload(http, streamer, base_url, model, w, plan.trials, on_record, score)
+            w.name: await _run_workload(http, streamer, base_url, model, w, plan.trials, on_record, score, energy)
             for w in plan.workloads
         }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
@@ -123,5 +132,11 @@ async def _measure(base_url: str, model: str, plan: Plan, suites: list[Suite], s
 
 def measure_server(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
     """Warm up (not counted), run each workload `plan.trials` times one request at a time, read the prompt
-    logprobs of the evaluation text, then answer the task suites (greedy, several items in flight)."""
-    return asyncio.run(_measure(base_url, model, plan, suites, sinks))
+    logprobs of the evaluation text, then answer the task suites (greedy, several items in flight). Energy per
+    output token is read around each workload where the host has a counter."""
+    energy = open_energy_source()
+    try:
+        return asyncio.run(_measure(base_url, model, plan, suites, sinks, energy))
+    finally:
+        if energy is not None:
+            energy.close()

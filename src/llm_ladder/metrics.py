@@ -66,6 +66,8 @@ class WorkloadStats(BaseModel):
     repetition: Spread | None
     degenerate: bool
     """True when the median output repeats itself: a speedup measured on it is not trustworthy."""
+    energy_j_per_token: float | None = None
+    """Joules per output token over the trials (whole GPU or CPU package, see energy.py); None without a counter."""
     output_perplexity: Spread | None = None
     """Perplexity of the answers under the serving model: high means text the model would not produce."""
 

@@ -215,6 +215,8 @@ class Plan(Strict):
     load: LoadSpec | None = None
     quality_budget: QualityBudget = QualityBudget()
     objective: Objective = "decode_tps_long"
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
+    """For the roofline; by default a known device's datasheet figure, or measured on a CPU host."""
     rungs: tuple[Rung, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

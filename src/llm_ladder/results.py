@@ -17,6 +17,7 @@ from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import StartupStages, StopReport
 from llm_ladder.jsonl import append_line
 from llm_ladder.metrics import SpecStats, WorkloadStats
+from llm_ladder.roofline import Roofline
 from llm_ladder.suites import Identity, SuiteScore
 from llm_ladder.telemetry import MemoryStats
 
@@ -62,6 +63,8 @@ class RungResult(BaseModel):
     greedy_identity: Identity | None = None
     """Speculative rungs: greedy answers against the same model without speculation."""
     greedy_identity_error: str | None = None
+    roofline: list[Roofline] = []
+    """Bandwidth used by decoding against the memory's limit, per workload (see roofline.py)."""
     load: dict[str, Any] | None = None
     """The plan's load sweep on this rung: levels under vllm bench's key names, and the knee (see loadstats)."""
     stop: StopReport | None = None

@@ -6,6 +6,7 @@ import html
 
 from rich.table import Table
 
+from llm_ladder.loadstats import LOAD_COLUMNS, level_cells
 from llm_ladder.results import RungResult, RunSummary
 from llm_ladder.suites import SuiteScore
 
@@ -45,7 +46,8 @@ def _acceptance(result: RungResult) -> str:
     return f"{spec.acceptance_rate:.0%} (len {spec.mean_acceptance_length:.2f})"
 
 
-def _memory(result: RungResult) -> float | None:
+def memory_gib(result: RungResult) -> float | None:
+    """Peak GPU memory where NVML saw it, else the engine process tree's peak RSS."""
     m = result.memory
     return None if m is None else (m.gpu_peak_gib if m.gpu_peak_gib is not None else m.peak_rss_gib)
 
@@ -63,7 +65,7 @@ def row(result: RungResult, baseline: RungResult | None, speed_workload: str) ->
         result.name,
         result.model,
         _num(result.weights_gib, "{:.2f}"),
-        _num(_memory(result), "{:.2f}"),
+        _num(memory_gib(result), "{:.2f}"),
         startup_text,
         _num(ttft.ttft_ms.median if ttft and ttft.ttft_ms else None, "{:.0f}"),
         _spread(result, "short"),
@@ -103,7 +105,7 @@ def _notes(summary: RunSummary) -> list[str]:
 STAGE_COLUMNS = ("rung", "weights load s", "compile s", "graph capture s", "engine init s", "total s", "compile cache")
 
 
-def _stage_rows(summary: RunSummary) -> list[list[str]]:
+def stage_rows(summary: RunSummary) -> list[list[str]]:
     out = []
     for r in summary.rungs:
         st = r.startup
@@ -262,6 +264,61 @@ def _answer_lines(summary: RunSummary, workload: str = "short") -> list[str]:
     return ["", f"## Answers to the `{workload}` prompt (first trial)", "", *_md_table(("rung", "answer"), answers)]
 
 
+ROOFLINE_COLUMNS = (
+    "rung",
+    "workload",
+    "weights GiB",
+    "KV MiB/step",
+    "tokens/step",
+    "tok/s",
+    "GB/s used",
+    "% of bandwidth",
+    "J/token",
+)
+
+
+def roofline_rows(summary: RunSummary) -> list[list[str]]:
+    out = []
+    for r in summary.rungs:
+        for roof in r.roofline:
+            joules = r.workloads[roof.workload].energy_j_per_token if roof.workload in r.workloads else None
+            out.append(
+                [
+                    r.name,
+                    roof.workload,
+                    f"{roof.weight_gib:.2f}",
+                    f"{roof.kv_mib_per_step:.1f}",
+                    f"{roof.tokens_per_step:.2f}",
+                    f"{roof.steps_per_s * roof.tokens_per_step:.1f}",
+                    f"{roof.achieved_gbs:.1f}",
+                    f"{roof.percent:.0f}%",
+                    _num(joules, "{:.3f}"),
+                ]
+            )
+    return out
+
+
+def bandwidth_note(summary: RunSummary) -> str:
+    bw = summary.host.get("memory_bandwidth")
+    return f"{bw['gbs']:.0f} GB/s, {bw['source']}" if bw else "unknown"
+
+
+def _roofline_lines(summary: RunSummary) -> list[str]:
+    if not (body := roofline_rows(summary)):
+        return []
+    return [
+        "",
+        "## Roofline and energy",
+        "",
+        f"Memory bandwidth: {bandwidth_note(summary)}. Each decode step reads the weights once (as loaded) plus "
+        "the KV cache of its context (prompt + half the answer); GB/s used = bytes per step × steps per second. "
+        "J/token: energy over the workload's trials ÷ output tokens (whole GPU or CPU package; n/a without a "
+        "counter).",
+        "",
+        *_md_table(ROOFLINE_COLUMNS, body),
+    ]
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -276,7 +333,7 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         "As vLLM logged them; total = wall time until /health answered. On CPU, compile = the compile warmup run.",
         "",
-        *_md_table(STAGE_COLUMNS, _stage_rows(summary)),
+        *_md_table(STAGE_COLUMNS, stage_rows(summary)),
     ]
     if agreement := agreement_rows(summary):
         lines += [
@@ -289,6 +346,7 @@ def to_markdown(summary: RunSummary) -> str:
             "",
             *_md_table(AGREEMENT_COLUMNS, agreement),
         ]
+    lines += _roofline_lines(summary)
     lines += _suite_lines(summary)
     lines += _load_lines(summary)
     lines += _answer_lines(summary)
@@ -310,45 +368,12 @@ def to_table(summary: RunSummary) -> Table:
     return table
 
 
-LOAD_COLUMNS = (
-    ("load", "shape"),
-    ("ok", "completed"),
-    ("failed", "failed"),
-    ("req/s", "request_throughput"),
-    ("out tok/s", "output_throughput"),
-    ("TTFT p50 ms", "median_ttft_ms"),
-    ("TTFT p99 ms", "p99_ttft_ms"),
-    ("TPOT p50 ms", "median_tpot_ms"),
-    ("ITL p50 ms", "median_itl_ms"),
-    ("ITL p99 ms", "p99_itl_ms"),
-    ("E2E p50 ms", "median_e2el_ms"),
-    ("goodput req/s", "request_goodput"),
-)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def load_table(result: dict) -> Table:
-    """`ladder bench`'s levels in the terminal, with the sweep's knee in the title."""
-    knee = result.get("knee_concurrency")
-    title = f"ladder bench: {result['model']}" + (f" (knee at concurrency {knee})" if knee else "")
-    table = Table(*(c for c, _ in LOAD_COLUMNS), title=title)
-    for level in result["levels"]:
-        table.add_row(*(_cell(level.get(key)) for _, key in LOAD_COLUMNS))
-    return table
+def load_rows(summary: RunSummary) -> list[list[str]]:
+    return [[r.name, *level_cells(level)] for r in summary.rungs if r.load for level in r.load["levels"]]
 
 
 def _load_lines(summary: RunSummary) -> list[str]:
-    rows = [
-        [r.name, *(_cell(level.get(key)) for _, key in LOAD_COLUMNS)]
-        for r in summary.rungs
-        if r.load
-        for level in r.load["levels"]
-    ]
+    rows = load_rows(summary)
     if not rows:
         return []
     knees = [f"{r.name} {r.load['knee_concurrency']}" for r in summary.rungs if r.load and r.load["knee_concurrency"]]

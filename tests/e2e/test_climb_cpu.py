@@ -11,6 +11,8 @@ import yaml
 from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.plan import load_plan
 
+from ..browser import open_report, painted_share
+
 
 def _e2e_plan(tmp_path):
     """The default plan's bf16, int4 and int4-spec rungs, eager mode, short outputs, the first items of each
@@ -91,3 +93,12 @@ def test_climb_on_vllm_cpu(tmp_path):
     lines = (out / "results.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["type"] == "request" for x in lines) == 6
     assert _engine_processes(out) == []
+    assert summary["host"]["memory_bandwidth"]["gbs"] > 1  # measured here: no datasheet for a VM's CPU
+    (roof,) = [r for r in bf16["roofline"] if r["workload"] == "long"]
+    assert roof["weight_gib"] == bf16["weights_gib"] and roof["kv_mib_per_step"] > 0 and 0 < roof["percent"] < 100
+    assert "## Roofline and energy" in md and "energy_j_per_token" in bf16["workloads"]["long"]
+    dom, console = open_report(out / "report.html", out / "report.png")
+    assert console == [], console  # no JavaScript errors, no failed loads
+    assert dom.count("<svg") >= 8 and dom.count("<tr") > 10 and "int4-spec" in dom
+    painted, colours = painted_share(out / "report.png")
+    assert painted > 0.05 and colours > 50
