@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: no display needed
 import matplotlib.pyplot as plt
 
-from llm_ladder.metrics import Spread
+from llm_ladder.metrics import Spread, percentile
 from llm_ladder.results import RungResult, RunSummary
 from llm_ladder.summary import memory_gib
 
@@ -141,10 +141,11 @@ def histogram_chart(title: str, xlabel: str, samples: dict[str, list[float]]) ->
     if not samples:
         return None
     fig, ax = plt.subplots(figsize=(7, 3))
+    top = percentile([v for values in samples.values() for v in values], 99)  # one stall would squash the rest
     for name, values in samples.items():
-        ax.hist(values, bins=40, histtype="step", label=name, linewidth=1.4)
+        ax.hist(values, bins=40, range=(0, top), histtype="step", label=name, linewidth=1.4)
     ax.set_title(title)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(f"{xlabel} (up to the 99th percentile, {top:.0f})")
     ax.set_ylabel("count")
     ax.legend(fontsize=7)
     return _svg(fig)

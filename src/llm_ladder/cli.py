@@ -154,6 +154,25 @@ def compare(
     console.print(f"compare: {html}, {out_dir / 'compare.md'}")
 
 
+@app.command()
+def smoke(url: Url, model: ServedModel = None, api_key: ApiKey = None) -> None:
+    """Check an OpenAI-compatible endpoint: health, models, chat (plain and streamed), completions."""
+    import asyncio
+
+    from rich.markup import escape
+
+    from llm_ladder.smoke import smoke as run_smoke
+
+    def show(check) -> None:
+        mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name:<36} {check.ms:7.0f} ms  {escape(check.detail)}", highlight=False)
+
+    checks = asyncio.run(run_smoke(url, model, api_key, show))
+    if failed := [c.name for c in checks if not c.ok]:
+        fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", code=1)
+    console.print(f"all {len(checks)} checks passed: {url} is usable")
+
+
 @app.command("eval")
 def eval_(
     url: Url,

@@ -148,7 +148,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             if fault == "error":
                 self._send(500, json.dumps({"error": {"message": "scripted server error"}}).encode())
             elif not body.get("stream"):
-                self._send(200, json.dumps(_chat_reply(body, script, n)).encode())
+                reply = _text_reply if self.path == "/v1/completions" else _chat_reply
+                self._send(200, json.dumps(reply(body, script, n)).encode())
             else:
                 self._stream(n, body, received, fault)
             if script.die_after is not None and len(state.requests) >= script.die_after:
@@ -242,6 +243,14 @@ def _chat_reply(body: dict, script: Script, n: int) -> dict:
     choice = {"index": 0, "message": message, "finish_reason": "stop", "token_ids": ids}
     usage = {"prompt_tokens": len(_toy_ids(user)), "completion_tokens": len(ids)}
     return {"id": "mock", "object": "chat.completion", "model": body.get("model"), "choices": [choice], "usage": usage}
+
+
+def _text_reply(body: dict, script: Script, n: int) -> dict:
+    """A non-streaming text completion in vLLM's shape."""
+    text = " ".join(f"{script.text}{i}" for i in range(n))
+    choice = {"index": 0, "text": text, "finish_reason": "length"}
+    usage = {"prompt_tokens": len(_toy_ids(str(body.get("prompt", "")))), "completion_tokens": n}
+    return {"id": "mock", "object": "text_completion", "model": body.get("model"), "choices": [choice], "usage": usage}
 
 
 def _chunk(
