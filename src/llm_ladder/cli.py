@@ -155,6 +155,42 @@ def compare(
 
 
 @app.command()
+def serve(
+    source: Annotated[
+        str | None, typer.Argument(help="A run directory (serves its recommended rung), or a plan file or name.")
+    ] = None,
+    rung: Annotated[str | None, typer.Option(help="Serve this rung instead of the recommended one.")] = None,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for other machines.")] = "127.0.0.1",
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the engine log (default runs/<timestamp>-serve).")
+    ] = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Serve the recommended (or a named) rung with exactly the configuration that was measured; Ctrl-C stops it."""
+    from llm_ladder.serve import choose, resolved, serve_until_stopped
+
+    _import_engines()
+    try:
+        choice = choose(source, rung)
+        engine = get_engine(choice.engine, port=port, host=host)
+        engine.preflight()
+        the_rung = resolved(choice, ModelStore(models_dir))
+    except (PlanError, ModelError, EngineError, OSError, ValueError) as err:
+        fail(str(err))
+    _interrupt_on_sigterm()
+    console.print(f"{choice.rung.name}: {choice.why}; starting (this takes as long as the climb's startup did)")
+    try:
+        code = serve_until_stopped(engine, the_rung, out or default_run_dir("serve"), console.print)
+    except EngineError as err:
+        fail(str(err), code=1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted during startup: server stopped[/yellow]")
+        code = 130
+    raise typer.Exit(code)
+
+
+@app.command()
 def smoke(url: Url, model: ServedModel = None, api_key: ApiKey = None) -> None:
     """Check an OpenAI-compatible endpoint: health, models, chat (plain and streamed), completions."""
     import asyncio

@@ -134,6 +134,7 @@ class Climber:
         done = self.run_dir.completed_rungs() if resume else {}
         self.summary = summary = RunSummary(
             plan=self.plan.name,
+            engine=self.plan.engine,
             started_at=datetime.now(UTC).isoformat(),
             host=host_info() | {"memory_bandwidth": self.bandwidth.model_dump() if self.bandwidth else None},
             baseline=self.plan.baseline.name,

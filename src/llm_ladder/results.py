@@ -97,6 +97,7 @@ class Recommendation(BaseModel):
 
 class RunSummary(BaseModel):
     plan: str
+    engine: str = "vllm"
     started_at: str
     finished_at: str | None = None
     host: dict[str, Any] = {}
