@@ -191,6 +191,36 @@ def serve(
 
 
 @app.command()
+def doctor(
+    plan: Annotated[str | None, typer.Option(help="Also check this plan's models and GPU memory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Check this machine for what a climb needs, with what to do about each problem."""
+    import json
+
+    from rich.markup import escape
+
+    from llm_ladder.doctor import diagnose
+
+    try:
+        the_plan = load_plan(plan) if plan else None
+    except PlanError as err:
+        fail(str(err))
+    checks = diagnose(the_plan, ModelStore(models_dir))
+    if as_json:
+        print(json.dumps([c.model_dump() for c in checks], indent=2))
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        for c in checks:
+            console.print(
+                f"[{colours[c.status]}]{c.status.upper():<4}[/] {c.name:<22} {escape(c.message)}", highlight=False
+            )
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
 def smoke(url: Url, model: ServedModel = None, api_key: ApiKey = None) -> None:
     """Check an OpenAI-compatible endpoint: health, models, chat (plain and streamed), completions."""
     import asyncio

@@ -105,7 +105,7 @@ def measure_host_bandwidth(seconds: float = 1.0, size_mib: int = 128) -> Bandwid
     return Bandwidth(gbs=round(gbs, 1), source=f"measured here: copy, {n} processes × {size_mib} MiB")
 
 
-def _jetson_model() -> str | None:
+def jetson_model() -> str | None:
     path = Path("/proc/device-tree/model")
     return path.read_text(errors="replace").strip("\x00\n ") if path.is_file() else None
 
@@ -129,7 +129,7 @@ def host_bandwidth(override_gbs: float | None = None) -> Bandwidth:
     """The memory bandwidth decoding runs against here: a Jetson's or GPU's datasheet figure, else measured."""
     if override_gbs:
         return Bandwidth(gbs=override_gbs, source="given")
-    for name in (_jetson_model(), _gpu_name()):
+    for name in (jetson_model(), _gpu_name()):
         if name and (known := known_bandwidth(name)):
             return known
     return measure_host_bandwidth()
