@@ -191,6 +191,33 @@ def serve(
 
 
 @app.command()
+def deploy(
+    source: Annotated[
+        str | None, typer.Argument(help="A run directory (deploys its recommended rung), or a plan file or name.")
+    ] = None,
+    rung: Annotated[str | None, typer.Option(help="Deploy this rung instead of the recommended one.")] = None,
+    target: Annotated[str, typer.Option(help="What to write: compose (Docker Compose for GPU/Jetson hosts).")] = (
+        "compose"
+    ),
+    out: Annotated[Path | None, typer.Option(help="Directory for compose.yml and .env (default ./deploy).")] = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Write a Docker Compose project serving the chosen rung: vLLM (NGC image), Open WebUI, JupyterLab."""
+    from llm_ladder.deploy import write_compose
+    from llm_ladder.serve import choose
+
+    if target != "compose":
+        fail(f"unknown target {target!r} (known: compose)")
+    try:
+        choice = choose(source, rung)
+    except (PlanError, OSError, ValueError) as err:
+        fail(str(err))
+    written = write_compose(choice.rung, ModelStore(models_dir), out or Path("deploy"))
+    console.print(f"{choice.rung.name} ({choice.why}): {', '.join(map(str, written))}")
+    console.print(f"on the GPU host: cd {written[0].parent} && docker compose up -d   (chat UI on port 3000)")
+
+
+@app.command()
 def doctor(
     plan: Annotated[str | None, typer.Option(help="Also check this plan's models and GPU memory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
