@@ -161,6 +161,10 @@ class Rung(Strict):
     max_model_len: int | None = Field(default=None, gt=0)
     max_num_seqs: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    pipeline_parallel_size: int | None = Field(default=None, ge=1)
+    distributed_executor_backend: Literal["mp", "ray", "uni", "external_launcher"] | None = None
+    """Beyond one GPU: `ray` spans several nodes (start the Ray cluster first, as vLLM's docs show)."""
     enforce_eager: bool = False
     trust_remote_code: bool = False
     speculative: dict[str, Any] | None = None

@@ -26,6 +26,15 @@ def test_rung_args_map_to_vllm_flags():
     assert args[args.index("--dtype") + 1] == "bfloat16" and "--enforce-eager" in args
     assert args[args.index("--speculative-config") + 1] == '{"method": "ngram", "num_speculative_tokens": 4}'
     assert args[-2:] == ["--seed", "1"]
+    multi = Rung(
+        name="r", model="m", tensor_parallel_size=4, pipeline_parallel_size=2, distributed_executor_backend="ray"
+    )
+    args = rung_args(multi, "m")
+    assert (
+        args[args.index("--tensor-parallel-size") + 1] == "4"
+        and args[args.index("--pipeline-parallel-size") + 1] == "2"
+    )
+    assert args[args.index("--distributed-executor-backend") + 1] == "ray"
 
 
 def test_start_records_command_log_and_stages_then_stops_cleanly(tmp_path):

@@ -30,6 +30,9 @@ def rung_args(rung: Rung, model_path: str) -> list[str]:
         ("--max-model-len", rung.max_model_len),
         ("--max-num-seqs", rung.max_num_seqs),
         ("--gpu-memory-utilization", rung.gpu_memory_utilization),
+        ("--tensor-parallel-size", rung.tensor_parallel_size),
+        ("--pipeline-parallel-size", rung.pipeline_parallel_size),
+        ("--distributed-executor-backend", rung.distributed_executor_backend),
     ):
         if value is not None:
             args += [flag, str(value)]
