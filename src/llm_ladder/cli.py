@@ -56,7 +56,8 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _import_engines() -> None:
-    import llm_ladder.engines.vllm  # noqa: F401  (registers the engine)
+    import llm_ladder.engines.vllm
+    import llm_ladder.engines.vllm_docker  # noqa: F401
 
 
 @app.command()
