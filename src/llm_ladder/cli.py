@@ -249,6 +249,35 @@ def doctor(
 
 
 @app.command()
+def ui(
+    url: Url,
+    port: Annotated[int, typer.Option(help="Port for the chat UI.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for other machines.")] = "127.0.0.1",
+    api_key: ApiKey = None,
+    webui: Annotated[
+        str | None, typer.Option(help="The open-webui executable (default: scripts/install-ui.sh's).")
+    ] = None,
+) -> None:
+    """Open WebUI wired to an OpenAI-compatible endpoint, no login; Ctrl-C stops it."""
+    import httpx
+
+    from llm_ladder.evaluation import auth_headers, find_model
+    from llm_ladder.ui import UiError, run_ui
+
+    try:
+        model = find_model(url, None, auth_headers(api_key))
+    except (httpx.HTTPError, ValueError) as err:
+        fail(f"{url} does not answer as an OpenAI-compatible server ({type(err).__name__}: {err})")
+    console.print(f"{url} serves {model!r}")
+    _interrupt_on_sigterm()
+    try:
+        code = run_ui(url, console.print, host=host, port=port, api_key=api_key, webui=webui)
+    except (UiError, EngineError) as err:
+        fail(str(err))
+    raise typer.Exit(code)
+
+
+@app.command()
 def smoke(url: Url, model: ServedModel = None, api_key: ApiKey = None) -> None:
     """Check an OpenAI-compatible endpoint: health, models, chat (plain and streamed), completions."""
     import asyncio

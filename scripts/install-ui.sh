@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Open WebUI for `ladder ui`, in a virtual environment of its own: its exact pins (pydantic, transformers,
+# fastapi) conflict with vLLM's, so it cannot share the tool's. ~2 GB; `ladder ui` finds it there.
+set -euo pipefail
+venv="${LADDER_WEBUI_VENV:-$HOME/.cache/llm-ladder/webui-venv}"
+python="${PYTHON:-python3}"
+version="${OPEN_WEBUI_VERSION:-0.12.4}"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q "open-webui==$version"
+"$venv/bin/open-webui" --help >/dev/null
+echo "installed Open WebUI $version into $venv"
