@@ -10,3 +10,6 @@ version="${OPEN_WEBUI_VERSION:-0.12.4}"
 "$venv/bin/python" -m pip install -q "open-webui==$version"
 "$venv/bin/open-webui" --help >/dev/null
 echo "installed Open WebUI $version into $venv"
+# The browser test that chats through it (tests/e2e/test_ui.py) drives Chromium with Playwright, from the tool's venv.
+tool_venv="${LADDER_VENV:-$(dirname "$0")/../.venv}"
+if [ -x "$tool_venv/bin/python" ]; then "$tool_venv/bin/python" -m pip install -q "playwright>=1.40"; fi

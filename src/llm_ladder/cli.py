@@ -271,7 +271,7 @@ def ui(
     console.print(f"{url} serves {model!r}")
     _interrupt_on_sigterm()
     try:
-        code = run_ui(url, console.print, host=host, port=port, api_key=api_key, webui=webui)
+        code = run_ui(url, console.print, host=host, port=port, api_key=api_key, model=model, webui=webui)
     except (UiError, EngineError) as err:
         fail(str(err))
     raise typer.Exit(code)

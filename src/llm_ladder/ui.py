@@ -47,9 +47,10 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def webui_env(url: str, api_key: str | None, data_dir: Path) -> dict[str, str]:
-    """Wired to one OpenAI-compatible endpoint, no login, no Ollama, and nothing fetched from the internet."""
-    return {
+def webui_env(url: str, api_key: str | None, data_dir: Path, model: str | None = None) -> dict[str, str]:
+    """Wired to one OpenAI-compatible endpoint (its model preselected), no login, no Ollama, and nothing fetched
+    from the internet."""
+    return ({"DEFAULT_MODELS": model} if model else {}) | {
         "OPENAI_API_BASE_URL": f"{url.rstrip('/')}/v1",
         "OPENAI_API_KEY": api_key or "none",
         "WEBUI_AUTH": "False",
@@ -73,6 +74,7 @@ def run_ui(
     host: str = "127.0.0.1",
     port: int = 3000,
     api_key: str | None = None,
+    model: str | None = None,
     webui: str | None = None,
     data_dir: Path = DATA_DIR,
     stop_when: Callable[[], bool] = lambda: False,
@@ -80,7 +82,7 @@ def run_ui(
     """Start Open WebUI, wait until it answers, then until Ctrl-C (or `stop_when`); always stop it."""
     exe = find_webui(webui)
     log = data_dir / "open-webui.log"
-    env = webui_env(url, api_key, data_dir)
+    env = webui_env(url, api_key, data_dir, model)
     proc = ManagedProcess([exe, "serve", "--host", host, "--port", str(port)], log, env=env)
     try:
         notify(f"starting Open WebUI for {env['OPENAI_API_BASE_URL']} (log: {log})")
