@@ -85,9 +85,8 @@ def gpus(plan: Plan | None) -> list[Check]:
     try:
         driver = pynvml.nvmlSystemGetDriverVersion()
         checks = [Check(name="NVML", status="ok", message=f"driver {driver}")]
-        want = max((r.gpu_memory_utilization or 0.9 for r in plan.rungs), default=0.9) if plan else 0.9
         for i in range(pynvml.nvmlDeviceGetCount()):
-            checks.append(_gpu_memory(pynvml, i, want))
+            checks.append(_gpu_memory(pynvml, i, utilization(plan)))
         return checks
     finally:
         pynvml.nvmlShutdown()
@@ -108,12 +107,21 @@ def _gpu_memory(pynvml, index: int, utilization: float) -> Check:
     )
 
 
-def host_memory() -> Check:
+def utilization(plan: Plan | None) -> float:
+    """The largest share of GPU memory a rung of the plan asks vLLM for (vLLM's default 0.9)."""
+    return max((r.gpu_memory_utilization or 0.9 for r in plan.rungs), default=0.9) if plan else 0.9
+
+
+def host_memory(plan: Plan | None = None) -> Check:
     mem = psutil.virtual_memory()
     message = f"{mem.available / 2**30:.1f} GiB available of {mem.total / 2**30:.1f}"
-    if jetson_model():  # unified memory: the page cache competes with the model for the same RAM
-        drop = "if vLLM reports too little memory: `sudo sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`"
-        return Check(name="unified memory", status="ok", message=f"{message}; {drop}")
+    if jetson_model():  # unified memory: vLLM's share is of the RAM the page cache also fills
+        need = utilization(plan) * mem.total
+        drop = "free the page cache: `sudo sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`"
+        if mem.available < need:
+            message += f"; gpu_memory_utilization {utilization(plan):g} needs {need / 2**30:.1f}: {drop}"
+            return Check(name="unified memory", status="warn", message=message)
+        return Check(name="unified memory", status="ok", message=f"{message}; if vLLM reports too little: {drop}")
     return Check(name="host memory", status="ok" if mem.available > 4 * 2**30 else "warn", message=message)
 
 
@@ -181,7 +189,7 @@ def diagnose(plan: Plan | None, store: ModelStore) -> list[Check]:
         versions,
         lambda: docker(in_docker),
         lambda: gpus(plan),
-        host_memory,
+        lambda: host_memory(plan),
         leftovers,
     ]
     if plan is not None:

@@ -72,3 +72,18 @@ def test_doctor_json_and_exit_code(hub, tmp_path):
     assert result.exit_code == 1 and checks["model meta-llama/Llama-3.1-8B-Instruct"]["status"] == "fail"
     assert checks["versions"]["status"] in ("ok", "warn") and "Python" in checks["versions"]["message"]
     assert {"host memory", "leftover engines"} <= set(checks) or "unified memory" in checks
+
+
+def test_unified_memory_on_jetson_is_held_against_the_plan(monkeypatch):
+    from llm_ladder.plan import Plan, Rung
+
+    monkeypatch.setattr(doctor, "jetson_model", lambda: "NVIDIA Jetson AGX Thor Developer Kit")
+    mem = type("Mem", (), {"total": 128 * 2**30, "available": 60 * 2**30})
+    monkeypatch.setattr(doctor.psutil, "virtual_memory", lambda: mem)
+    plan = Plan(name="p", rungs=(Rung(name="a", model="m", gpu_memory_utilization=0.8),))
+    check = doctor.host_memory(plan)
+    assert check.status == "warn" and "needs 102.4" in check.message and "drop_caches" in check.message
+    assert (
+        doctor.host_memory(Plan(name="p", rungs=(Rung(name="a", model="m", gpu_memory_utilization=0.3),))).status
+        == "ok"
+    )
