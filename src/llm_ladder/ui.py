@@ -56,6 +56,10 @@ def webui_env(url: str, api_key: str | None, data_dir: Path, model: str | None =
         "WEBUI_AUTH": "False",
         "ENABLE_OLLAMA_API": "False",
         "DATA_DIR": str(data_dir),
+        "ENABLE_PERSISTENT_CONFIG": "False",  # these settings win over what an earlier start saved
+        # Open WebUI's default "native" function calling sends its built-in tools with every chat, and vLLM
+        # refuses them unless started with --enable-auto-tool-choice and a tool-call parser
+        "DEFAULT_MODEL_PARAMS": '{"function_calling": "legacy"}',
         "WEBUI_SECRET_KEY": _secret_key(data_dir),
         "OFFLINE_MODE": "True",
         "HF_HUB_OFFLINE": "1",

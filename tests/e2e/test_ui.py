@@ -67,27 +67,28 @@ def _plan(tmp_path: Path) -> Path:
 
 
 def _chat(ui_url: str, message: str, screenshot: Path) -> str:
+    """Type `message` into Open WebUI as a user would, and return the answer it shows once streaming stopped."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors = []
         page.on("pageerror", lambda err: errors.append(str(err)))
-        page.goto(ui_url, wait_until="networkidle")
-        for label in ("Okay, Let's Go!", "Get started"):  # first-run dialogs, where this version shows them
-            with contextlib.suppress(playwright.Error):
-                page.get_by_text(label).click(timeout=3000)
-        box = page.locator("#chat-input")
-        box.click()
-        box.type(message)
+        page.goto(ui_url, wait_until="domcontentloaded", timeout=120_000)  # it keeps a socket open: never idle
+        page.wait_for_selector("#chat-input", timeout=180_000)
+        with contextlib.suppress(playwright.Error):  # the release notes shown on a first start
+            page.get_by_text("Okay, Let's Go!").click(timeout=5_000)
+        page.locator("#chat-input").click()
+        page.keyboard.type(message)
         page.keyboard.press("Enter")
         answer = page.locator("#response-content-container").last
         answer.wait_for(timeout=300_000)
-        page.wait_for_function(  # the streamed answer has stopped growing: the done-actions bar appears
-            "() => document.querySelectorAll('#response-content-container')[0]?.innerText.trim().length > 0",
-            timeout=300_000,
-        )
-        time.sleep(5)
-        text = answer.inner_text()
+        text, deadline = "", time.monotonic() + 300
+        while time.monotonic() < deadline:  # streamed: done when the text stops changing
+            time.sleep(3)
+            now = answer.inner_text()
+            if now.strip() and now == text:
+                break
+            text = now
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert not errors, errors
