@@ -89,4 +89,5 @@ def serve_until_stopped(engine: Engine, rung: Rung, out: Path, notify: Callable[
         return 0
     finally:
         report = engine.stop(server)
-        notify("server stopped" + ("" if report.graceful and not report.leftover_pids else f": {report.detail}"))
+        how = "" if report.graceful else " (killed: it did not stop within the grace period)"
+        notify(f"server stopped{how}" + (f"; {report.detail}" if report.detail else ""))

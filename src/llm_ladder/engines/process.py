@@ -104,7 +104,9 @@ class ManagedProcess:
         graceful = True
         if self.proc.poll() is None or self._alive():
             self._signal_group(signal.SIGTERM)
-            _, alive = psutil.wait_procs(list(self._seen.values()), timeout=grace_s)
+            # zombies are dead already: where PID 1 does not reap orphans (containers), waiting on one would
+            # last the whole grace period
+            _, alive = psutil.wait_procs(self._alive(), timeout=grace_s)
             if alive:
                 graceful = False
                 self._signal_group(signal.SIGKILL)
