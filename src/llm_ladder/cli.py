@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from llm_ladder.cli_common import (
+    ApiKey,
+    ModelsDir,
+    ServedModel,
+    Url,
+    app,
+    console,
+    fail,
+    import_engines,
+    interrupt_on_sigterm,
+    models_app,
+)
 from llm_ladder.engines.base import EngineError, get_engine
 from llm_ladder.models import ModelError, ModelStore
 from llm_ladder.plan import PlanError, describe_error, load_plan
@@ -18,46 +28,7 @@ from llm_ladder.progress import ClimbProgress
 from llm_ladder.results import RunDir, default_run_dir
 from llm_ladder.suites import SuiteError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Climb the quality-first LLM optimization ladder on a real vLLM engine and compare every rung.",
-)
-models_app = typer.Typer(no_args_is_help=True, help="The local model store.")
-app.add_typer(models_app, name="models")
-console = Console()
-
-ModelsDir = Annotated[
-    Path | None,
-    typer.Option("--models-dir", help="Model store (default $LADDER_MODELS_DIR or ~/.cache/llm-ladder/models)."),
-]
-
-
-Url = Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000.")]
-ServedModel = Annotated[str | None, typer.Option(help="Model name (default: the first one the server lists).")]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(envvar="OPENAI_API_KEY", show_default=False, help="Bearer token, if the server wants one."),
-]
-
-
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (kill, a CI timeout) takes the Ctrl-C path: servers stopped, results kept."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _import_engines() -> None:
-    import llm_ladder.engines.vllm
-    import llm_ladder.engines.vllm_docker  # noqa: F401
+__all__ = ["app", "main"]
 
 
 @app.command()
@@ -77,7 +48,7 @@ def climb(
     from llm_ladder.measure import Sinks
     from llm_ladder.summary import to_table
 
-    _import_engines()
+    import_engines()
     try:
         the_plan = load_plan(plan).select(rung, trials)
         if resume and not RunDir.exists(resume):
@@ -89,7 +60,7 @@ def climb(
         climber.prepare()  # every model exists (or is made) and every suite loads before any server starts
     except (PlanError, ModelError, EngineError, SuiteError) as err:
         fail(str(err))
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
     per_rung = len(the_plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
     if climber.load is not None:
@@ -153,147 +124,6 @@ def compare(
         )
     console.print(table)
     console.print(f"compare: {html}, {out_dir / 'compare.md'}")
-
-
-@app.command()
-def serve(
-    source: Annotated[
-        str | None, typer.Argument(help="A run directory (serves its recommended rung), or a plan file or name.")
-    ] = None,
-    rung: Annotated[str | None, typer.Option(help="Serve this rung instead of the recommended one.")] = None,
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for other machines.")] = "127.0.0.1",
-    out: Annotated[
-        Path | None, typer.Option(help="Directory for the engine log (default runs/<timestamp>-serve).")
-    ] = None,
-    models_dir: ModelsDir = None,
-) -> None:
-    """Serve the recommended (or a named) rung with exactly the configuration that was measured; Ctrl-C stops it."""
-    from llm_ladder.serve import choose, resolved, serve_until_stopped
-
-    _import_engines()
-    try:
-        choice = choose(source, rung)
-        engine = get_engine(choice.engine, port=port, host=host)
-        engine.preflight()
-        the_rung = resolved(choice, ModelStore(models_dir))
-    except (PlanError, ModelError, EngineError, OSError, ValueError) as err:
-        fail(str(err))
-    _interrupt_on_sigterm()
-    console.print(f"{choice.rung.name}: {choice.why}; starting (this takes as long as the climb's startup did)")
-    try:
-        code = serve_until_stopped(engine, the_rung, out or default_run_dir("serve"), console.print)
-    except EngineError as err:
-        fail(str(err), code=1)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted during startup: server stopped[/yellow]")
-        code = 130
-    raise typer.Exit(code)
-
-
-@app.command()
-def deploy(
-    source: Annotated[
-        str | None, typer.Argument(help="A run directory (deploys its recommended rung), or a plan file or name.")
-    ] = None,
-    rung: Annotated[str | None, typer.Option(help="Deploy this rung instead of the recommended one.")] = None,
-    target: Annotated[str, typer.Option(help="What to write: compose (Docker Compose for GPU/Jetson hosts).")] = (
-        "compose"
-    ),
-    out: Annotated[Path | None, typer.Option(help="Directory for compose.yml and .env (default ./deploy).")] = None,
-    models_dir: ModelsDir = None,
-) -> None:
-    """Write a Docker Compose project serving the chosen rung: vLLM (NGC image), Open WebUI, JupyterLab."""
-    from llm_ladder.deploy import write_compose
-    from llm_ladder.serve import choose
-
-    if target != "compose":
-        fail(f"unknown target {target!r} (known: compose)")
-    try:
-        choice = choose(source, rung)
-    except (PlanError, OSError, ValueError) as err:
-        fail(str(err))
-    written = write_compose(choice.rung, ModelStore(models_dir), out or Path("deploy"))
-    console.print(f"{choice.rung.name} ({choice.why}): {', '.join(map(str, written))}")
-    console.print(f"on the GPU host: cd {written[0].parent} && docker compose up -d   (chat UI on port 3000)")
-
-
-@app.command()
-def doctor(
-    plan: Annotated[str | None, typer.Option(help="Also check this plan's models and GPU memory.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
-    models_dir: ModelsDir = None,
-) -> None:
-    """Check this machine for what a climb needs, with what to do about each problem."""
-    import json
-
-    from rich.markup import escape
-
-    from llm_ladder.doctor import diagnose
-
-    try:
-        the_plan = load_plan(plan) if plan else None
-    except PlanError as err:
-        fail(str(err))
-    checks = diagnose(the_plan, ModelStore(models_dir))
-    if as_json:
-        print(json.dumps([c.model_dump() for c in checks], indent=2))
-    else:
-        colours = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
-        for c in checks:
-            console.print(
-                f"[{colours[c.status]}]{c.status.upper():<4}[/] {c.name:<22} {escape(c.message)}", highlight=False
-            )
-    if any(c.status == "fail" for c in checks):
-        raise typer.Exit(1)
-
-
-@app.command()
-def ui(
-    url: Url,
-    port: Annotated[int, typer.Option(help="Port for the chat UI.")] = 3000,
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for other machines.")] = "127.0.0.1",
-    api_key: ApiKey = None,
-    webui: Annotated[
-        str | None, typer.Option(help="The open-webui executable (default: scripts/install-ui.sh's).")
-    ] = None,
-) -> None:
-    """Open WebUI wired to an OpenAI-compatible endpoint, no login; Ctrl-C stops it."""
-    import httpx
-
-    from llm_ladder.evaluation import auth_headers, find_model
-    from llm_ladder.ui import UiError, run_ui
-
-    try:
-        model = find_model(url, None, auth_headers(api_key))
-    except (httpx.HTTPError, ValueError) as err:
-        fail(f"{url} does not answer as an OpenAI-compatible server ({type(err).__name__}: {err})")
-    console.print(f"{url} serves {model!r}")
-    _interrupt_on_sigterm()
-    try:
-        code = run_ui(url, console.print, host=host, port=port, api_key=api_key, model=model, webui=webui)
-    except (UiError, EngineError) as err:
-        fail(str(err))
-    raise typer.Exit(code)
-
-
-@app.command()
-def smoke(url: Url, model: ServedModel = None, api_key: ApiKey = None) -> None:
-    """Check an OpenAI-compatible endpoint: health, models, chat (plain and streamed), completions."""
-    import asyncio
-
-    from rich.markup import escape
-
-    from llm_ladder.smoke import smoke as run_smoke
-
-    def show(check) -> None:
-        mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
-        console.print(f"{mark} {check.name:<36} {check.ms:7.0f} ms  {escape(check.detail)}", highlight=False)
-
-    checks = asyncio.run(run_smoke(url, model, api_key, show))
-    if failed := [c.name for c in checks if not c.ok]:
-        fail(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}", code=1)
-    console.print(f"all {len(checks)} checks passed: {url} is usable")
 
 
 @app.command("eval")
@@ -438,6 +268,9 @@ def models_quantize(
         console.print(str(store.pull(f"{base}-{scheme}")))
     except ModelError as err:
         fail(str(err))
+
+
+import llm_ladder.cli_serve  # noqa: E402, F401  (registers serve, smoke, ui, deploy, doctor after these)
 
 
 def main() -> None:
