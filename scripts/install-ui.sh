@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Open WebUI for `ladder ui`, in a virtual environment of its own: its exact pins (pydantic, transformers,
-# fastapi) conflict with vLLM's, so it cannot share the tool's. ~2 GB; `ladder ui` finds it there.
+# fastapi) conflict with vLLM's, so it cannot share the tool's. several GB; `ladder ui` finds it there.
 set -euo pipefail
 venv="${LADDER_WEBUI_VENV:-$HOME/.cache/llm-ladder/webui-venv}"
 python="${PYTHON:-python3}"

