@@ -26,7 +26,10 @@ class Value:
 
     @classmethod
     def of(cls, spread: Spread | None) -> Value | None:
-        return None if spread is None else cls(spread.median, spread.min, spread.max)
+        """A median over trials with its range; one trial has no range to judge a difference by."""
+        if spread is None:
+            return None
+        return cls(spread.median, spread.min, spread.max) if spread.n > 1 else cls(spread.median)
 
 
 def _workload(name: str, field: str) -> Callable[[RungResult], Value | None]:
@@ -78,12 +81,16 @@ class Row(BaseModel):
     cells: list[Cell]
 
 
+def _number(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
 def _cell(value: Value | None, ref: Value | None, higher_better: bool) -> Cell:
     if value is None:
         return Cell(text="n/a")
-    text = f"{value.value:.3g}" if abs(value.value) < 100 else f"{value.value:.0f}"
+    text = _number(value.value)
     if value.low is not None and value.high is not None and value.low != value.high:
-        text += f" ({value.low:.3g}–{value.high:.3g})"
+        text += f" ({_number(value.low)}–{_number(value.high)})"
     if ref is None or ref is value or not ref.value:
         return Cell(text=text)
     text += f" [{value.value / ref.value - 1:+.1%}]"

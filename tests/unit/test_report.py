@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from llm_ladder.cli import app
 from llm_ladder.compare import compare
 from llm_ladder.engines.base import StartupStages
+from llm_ladder.metrics import Spread
 from llm_ladder.report import write_report
 from llm_ladder.results import Recommendation, RungResult, RunSummary, SpecSummary, Verdict
 from llm_ladder.roofline import Bandwidth, roofline
@@ -90,6 +91,11 @@ def test_compare_marks_only_differences_beyond_the_spread(tmp_path):
     assert speed[2].mark == ""  # 21 ± 1 overlaps 20 ± 1: within the spread
     assert rows[("int4", "TTFT ms (long)")][1].mark == ""
     assert rows[("int4", "peak memory GiB")][1].mark == ""  # measured once: never marked
+    one_trial = a.model_copy(deep=True)
+    for rung in one_trial.rungs:
+        for stats in rung.workloads.values():
+            stats.decode_tps = Spread(median=1.0, min=1.0, max=1.0, n=1)
+    assert all(c.mark == "" for r in compare([one_trial, b]) for c in r.cells if "tok/s" in r.metric)
 
 
 def test_ladder_report_and_compare_commands(tmp_path):
