@@ -24,8 +24,8 @@ from llm_ladder.plan import Plan
 from llm_ladder.roofline import jetson_model
 
 Status = Literal["ok", "warn", "fail", "skip"]
-GATED_ORGS = ("meta-llama/", "google/gemma", "mistralai/", "nvidia/Llama")
-"""Hub organisations whose models need an accepted licence and a token (the workshop's Llama among them)."""
+GATED_ORGS = ("meta-llama/", "google/gemma")
+"""Hub repositories that need an accepted licence and a token (the workshop's Llama among them)."""
 
 
 class Check(BaseModel):
