@@ -126,6 +126,40 @@ def compare(
     console.print(f"compare: {html}, {out_dir / 'compare.md'}")
 
 
+@app.command()
+def probe(
+    model: Annotated[str, typer.Argument(help="A model store name (the default included) or a local directory.")],
+    prompt: Annotated[str, typer.Option(help="The user message (or raw text with --no-chat).")] = (
+        "What is the capital of France?"
+    ),
+    chat: Annotated[bool, typer.Option(help="Render the prompt through the model's chat template.")] = True,
+    thinking: Annotated[str | None, typer.Option(help="on or off: the template's enable_thinking switch.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=8192)] = 64,
+    ignore_eos: Annotated[bool, typer.Option(help="Generate exactly --max-new-tokens (for timing).")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Load a model offline with transformers and show what a notebook session would: prompt, tokens, top-5, speed."""
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # strictly offline, whatever the caller's environment says
+    from llm_ladder.probe import ProbeError
+    from llm_ladder.probe import probe as run_probe
+
+    if thinking not in (None, "on", "off"):
+        fail(f"--thinking {thinking!r}: on or off")
+    if dtype not in ("bfloat16", "float16", "float32"):
+        fail(f"--dtype {dtype!r}: bfloat16, float16 or float32")
+    switch = None if thinking is None else thinking == "on"
+    try:
+        options = {"chat": chat, "thinking": switch, "max_new_tokens": max_new_tokens, "ignore_eos": ignore_eos}
+        result = run_probe(model, prompt, device=device, dtype=dtype, **options)
+    except (ProbeError, ModelError, OSError) as err:
+        fail(str(err))
+    print(result.model_dump_json(indent=2) if as_json else result)
+
+
 @app.command("eval")
 def eval_(
     url: Url,
