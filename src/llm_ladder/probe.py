@@ -117,17 +117,22 @@ class _StepClock:
         return scores
 
 
-def top_candidates(model: Any, tokenizer: Any, ids: Any, mask: Any, k: int = 5) -> list[Candidate]:
+def top_candidates(model: Any, tokenizer: Any, ids: Any, mask: Any, k: int = 5) -> tuple[list[Candidate], float]:
+    """The first token's top-k from one forward pass over the prompt, and that pass's time: the prefill."""
     import torch
 
     with torch.inference_mode():
+        model(input_ids=ids[:, :1], attention_mask=mask[:, :1])  # warm-up: the first call pays for setup
+        start = time.perf_counter()
         logits = model(input_ids=ids, attention_mask=mask).logits[0, -1].float()
+        prefill_s = time.perf_counter() - start
     probs = torch.softmax(logits, dim=-1)
     values, indices = probs.topk(k)
-    return [
+    top = [
         Candidate(token=tokenizer.decode([int(i)]), id=int(i), probability=float(v))
         for v, i in zip(values, indices, strict=True)
     ]
+    return top, prefill_s
 
 
 def _placement(model: Any, device: str) -> tuple[dict[str, str], list[str]]:
@@ -164,9 +169,8 @@ def probe(
     load_s = time.perf_counter() - start
     text = render(tokenizer, prompt, chat, thinking)
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(device)
-    top = top_candidates(loaded, tokenizer, enc.input_ids, enc.attention_mask)
+    top, prefill_s = top_candidates(loaded, tokenizer, enc.input_ids, enc.attention_mask)
     clock = _StepClock()
-    start = time.perf_counter()
     with torch.inference_mode():
         out = loaded.generate(
             input_ids=enc.input_ids,
@@ -191,7 +195,7 @@ def probe(
         prompt_tokens=[(int(i), tokenizer.decode([int(i)])) for i in enc.input_ids[0]],
         first_token_top=top,
         generated_tokens=len(new),
-        prefill_s=(steps[0] - start) if steps else 0.0,
+        prefill_s=prefill_s,
         decode_tps=decode,
         peak_memory_gib=_peak_memory(device),
         placement=placement,
