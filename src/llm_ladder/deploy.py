@@ -5,22 +5,21 @@ variables, and `.env` (mode 600) leaves the token for the user to fill in."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from llm_ladder.climb import SECRET_KEY
 from llm_ladder.engines.vllm import API_MODULE, rung_args
-from llm_ladder.models import ModelStore
+from llm_ladder.models import ModelStore, hf_home
 from llm_ladder.plan import Rung
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/vllm:25.09-py3"
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:main"
 LAB_IMAGE = "nvcr.io/nvidia/pytorch:25.09-py3"
 PORT = 8000
-SECRET_NAMES = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
 ALL_GPUS = {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}}
 HF_CACHE = "${HF_HOME:-~/.cache/huggingface}:/root/.cache/huggingface"
 MODELS = "${LADDER_MODELS:-~/.cache/llm-ladder/models}:/models:ro"
@@ -44,13 +43,9 @@ def container_model(model: str, store: ModelStore) -> tuple[str, list[str]]:
 
 def _vllm(rung: Rung, model: str, mounts: list[str]) -> dict[str, Any]:
     command = ["python3", "-m", API_MODULE, *rung_args(rung, model), "--host", "0.0.0.0", "--port", str(PORT)]
-    env = {"HF_TOKEN": "${HF_TOKEN:-}", "VLLM_API_KEY": "${VLLM_API_KEY:-}"}
-    env |= {k: f"${{{k}:-}}" if any(s in k.upper() for s in SECRET_NAMES) else v for k, v in rung.env.items()}
-    volumes = [
-        "${HF_HOME:-~/.cache/huggingface}:/root/.cache/huggingface",
-        "${VLLM_CACHE:-~/.cache/vllm}:/root/.cache/vllm",
-    ]
-    volumes += ["${LADDER_MODELS:-~/.cache/llm-ladder/models}:/models:ro", *mounts]
+    env = {"HF_TOKEN": var("HF_TOKEN"), "VLLM_API_KEY": var("VLLM_API_KEY")}
+    env |= {k: var(k) if SECRET_KEY.search(k) else v for k, v in rung.env.items()}
+    volumes = [HF_CACHE, var("VLLM_CACHE", "~/.cache/vllm") + ":/root/.cache/vllm", MODELS, *mounts]
     if "gpt-oss" in rung.model.lower():  # harmony tokenizer files, fetched beforehand (the workshop's fix)
         env["TIKTOKEN_ENCODINGS_BASE"] = "/etc/encodings"
         volumes.append("${TIKTOKEN_DIR:-./encodings}:/etc/encodings:ro")
@@ -125,7 +120,7 @@ def env_file(rung: Rung, store: ModelStore) -> str:
         f"VLLM_IMAGE={DEFAULT_IMAGE}",
         f"VLLM_PORT={PORT}",
         "WEBUI_PORT=3000",
-        f"HF_HOME={os.environ.get('HF_HOME', Path.home() / '.cache' / 'huggingface')}",
+        f"HF_HOME={hf_home()}",
         f"VLLM_CACHE={Path.home() / '.cache' / 'vllm'}",
         f"LADDER_MODELS={store.root}",
         "# gated models (Llama, Gemma, ...): your Hugging Face token",
@@ -134,7 +129,7 @@ def env_file(rung: Rung, store: ModelStore) -> str:
         "VLLM_API_KEY=",
         f"JUPYTER_TOKEN={secrets.token_hex(16)}",
     ]
-    masked = [k for k in rung.env if any(s in k.upper() for s in SECRET_NAMES)]
+    masked = [k for k in rung.env if SECRET_KEY.search(k)]
     lines += [f"{k}=" for k in masked]
     return "\n".join(lines) + "\n"
 

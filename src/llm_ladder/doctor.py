@@ -19,7 +19,7 @@ import psutil
 from pydantic import BaseModel
 
 from llm_ladder.engines.vllm import API_MODULE
-from llm_ladder.models import HUB_ID, ModelStore
+from llm_ladder.models import HUB_ID, ModelStore, hf_home
 from llm_ladder.plan import Plan
 from llm_ladder.roofline import jetson_model
 
@@ -139,10 +139,6 @@ def leftovers() -> Check:
         status="warn",
         message=f"vLLM processes running: {', '.join(found)}; they hold memory and ports: `kill {' '.join(found)}`",
     )
-
-
-def hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
 def hf_token() -> str | None:

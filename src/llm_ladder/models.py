@@ -24,6 +24,11 @@ class ModelError(RuntimeError):
     """A model that cannot be found or made; the message says which and what to do."""
 
 
+def hf_home() -> Path:
+    """The Hugging Face cache root ($HF_HOME, else ~/.cache/huggingface)."""
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+
+
 def store_dir(override: str | Path | None = None) -> Path:
     if override:
         return Path(override).expanduser()

@@ -16,8 +16,7 @@ import psutil
 from pydantic import BaseModel
 
 from llm_ladder.models import ModelStore
-
-GIB = 2**30
+from llm_ladder.telemetry import GIB
 
 
 class ProbeError(ValueError):

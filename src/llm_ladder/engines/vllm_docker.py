@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llm_ladder.engines.base import EngineError, Server, StopReport
 from llm_ladder.engines.vllm import API_MODULE, VllmEngine, rung_args
+from llm_ladder.models import hf_home
 from llm_ladder.plan import Rung
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/vllm:25.09-py3"
@@ -52,7 +53,7 @@ class VllmDockerEngine(VllmEngine):
         model, mounts = container_model(model_path)
         cmd = [self.docker, "run", "--rm", "--name", container_name(rung, port), "--runtime=nvidia"]
         cmd += ["--network", "host", "--shm-size=16g", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
-        cmd += ["-v", f"{os.environ.get('HF_HOME', HOME / '.cache' / 'huggingface')}:/root/.cache/huggingface"]
+        cmd += ["-v", f"{hf_home()}:/root/.cache/huggingface"]
         cmd += ["-v", f"{HOME / '.cache' / 'vllm'}:/root/.cache/vllm", *mounts]
         for key in ("HF_TOKEN", *rung.env):  # names only: docker copies the values from its environment
             cmd += ["-e", key]
