@@ -18,7 +18,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_ladder.energy import open_energy_source
-from llm_ladder.roofline import host_bandwidth, kv_bytes_per_token, roofline
+from llm_ladder.roofline import host_bandwidth, kv_bytes_per_token, measure_gpu_bandwidth, roofline
 
 LLAMA_31_8B = {
     "hidden_size": 4096,
@@ -28,18 +28,6 @@ LLAMA_31_8B = {
     "vocab_size": 128256,
     "max_position_embeddings": 8192,
 }
-
-
-def copy_bandwidth_gbs(gib: int = 4, repeats: int = 10) -> float:
-    src = torch.empty(gib << 30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        dst.copy_(src)
-    torch.cuda.synchronize()
-    return 2 * src.numel() * repeats / (time.perf_counter() - start) / 1e9  # read + write, as STREAM counts
 
 
 def decode(model: LlamaForCausalLM, prompt_len: int, tokens: int) -> float:
@@ -62,7 +50,7 @@ def main() -> None:
     bandwidth = host_bandwidth()
     name = torch.cuda.get_device_name(0)
     print(f"GPU: {name}; bandwidth for the roofline: {bandwidth.gbs:.0f} GB/s ({bandwidth.source})")
-    print(f"measured device copy: {copy_bandwidth_gbs():.0f} GB/s")
+    print(f"measured device copy: {measure_gpu_bandwidth(4).gbs:.0f} GB/s")
     config = LlamaConfig(**LLAMA_31_8B, num_hidden_layers=opts.layers)
     with torch.device("cuda"):
         model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16).eval()

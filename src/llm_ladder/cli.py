@@ -128,16 +128,29 @@ def compare(
 
 @app.command()
 def probe(
-    model: Annotated[str, typer.Argument(help="A model store name (the default included) or a local directory.")],
+    model: Annotated[
+        str,
+        typer.Argument(help="A model store name (the default too), a local directory or a repo id in the HF cache."),
+    ],
     prompt: Annotated[str, typer.Option(help="The user message (or raw text with --no-chat).")] = (
         "What is the capital of France?"
     ),
+    revision: Annotated[
+        str | None, typer.Option(help="Branch, tag or commit in the HF cache; a content-hash prefix for a directory.")
+    ] = None,
+    random_weights: Annotated[
+        bool, typer.Option(help="MODEL's architecture (or a shipped shape: llama-3.1-8b) with random weights.")
+    ] = False,
     chat: Annotated[bool, typer.Option(help="Render the prompt through the model's chat template.")] = True,
     thinking: Annotated[str | None, typer.Option(help="on or off: the template's enable_thinking switch.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=8192)] = 64,
     ignore_eos: Annotated[bool, typer.Option(help="Generate exactly --max-new-tokens (for timing).")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    topk_steps: Annotated[int, typer.Option(min=0, max=64, help="Top-5 of each of the first N tokens.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
+    decode_path: Annotated[
+        str, typer.Option(help="auto (fastest that works), compiled, static or dynamic (the KV cache).")
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Load a model offline with transformers and show what a notebook session would: prompt, tokens, top-5, speed."""
@@ -151,9 +164,17 @@ def probe(
         fail(f"--thinking {thinking!r}: on or off")
     if dtype not in ("bfloat16", "float16", "float32"):
         fail(f"--dtype {dtype!r}: bfloat16, float16 or float32")
-    switch = None if thinking is None else thinking == "on"
+    options = {
+        "revision": revision,
+        "random_weights": random_weights,
+        "chat": chat,
+        "thinking": None if thinking is None else thinking == "on",
+        "max_new_tokens": max_new_tokens,
+        "ignore_eos": ignore_eos,
+        "topk_steps": topk_steps,
+        "decode_path": decode_path,
+    }
     try:
-        options = {"chat": chat, "thinking": switch, "max_new_tokens": max_new_tokens, "ignore_eos": ignore_eos}
         result = run_probe(model, prompt, device=device, dtype=dtype, **options)
     except (ProbeError, ModelError, OSError) as err:
         fail(str(err))

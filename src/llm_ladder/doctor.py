@@ -19,7 +19,7 @@ import psutil
 from pydantic import BaseModel
 
 from llm_ladder.engines.vllm import API_MODULE
-from llm_ladder.models import HUB_ID, ModelStore, hf_home
+from llm_ladder.models import HUB_ID, ModelStore, hf_home, hub_cache
 from llm_ladder.plan import Plan
 from llm_ladder.roofline import jetson_model
 
@@ -146,10 +146,6 @@ def hf_token() -> str | None:
         return token
     path = hf_home() / "token"
     return path.read_text().strip() if path.is_file() else None
-
-
-def hub_cache() -> Path:
-    return Path(os.environ.get("HF_HUB_CACHE") or hf_home() / "hub")
 
 
 def models(plan: Plan, store: ModelStore) -> list[Check]:

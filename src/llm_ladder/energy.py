@@ -132,9 +132,10 @@ class Tegrastats:
         self.proc.wait(timeout=5)
 
 
-def open_energy_source() -> EnergySource | None:
-    """The first source that works here, or None."""
-    for make in (Nvml, Tegrastats, Rapl):
+def open_energy_source(gpu: bool = True) -> EnergySource | None:
+    """The first source that works here, or None; `gpu=False` for work on the CPU alone (a GPU's counter would
+    measure the wrong chip)."""
+    for make in (Nvml, Tegrastats, Rapl) if gpu else (Rapl, Tegrastats):
         try:
             return make()
         except Exception:  # missing library, device, file or permission: try the next source

@@ -29,6 +29,11 @@ def hf_home() -> Path:
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
+def hub_cache() -> Path:
+    """Where the Hugging Face hub keeps downloaded repositories ($HF_HUB_CACHE, else the root's hub/)."""
+    return Path(os.environ.get("HF_HUB_CACHE") or hf_home() / "hub")
+
+
 def store_dir(override: str | Path | None = None) -> Path:
     if override:
         return Path(override).expanduser()

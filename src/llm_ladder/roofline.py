@@ -105,6 +105,35 @@ def measure_host_bandwidth(seconds: float = 1.0, size_mib: int = 128) -> Bandwid
     return Bandwidth(gbs=round(gbs, 1), source=f"measured here: copy, {n} processes × {size_mib} MiB")
 
 
+def measure_gpu_bandwidth(gib: int = 2, repeats: int = 10) -> Bandwidth:
+    """A device-to-device copy on CUDA GPU 0, read plus written bytes as STREAM counts them."""
+    import torch
+
+    src = torch.empty(gib << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    gbs = 2 * src.numel() * repeats / (time.perf_counter() - start) / 1e9
+    return Bandwidth(gbs=round(gbs, 1), source=f"measured here: device copy, {gib} GiB")
+
+
+@functools.cache
+def device_bandwidth(device: str) -> Bandwidth:
+    """The bandwidth a model on `device` decodes against: a Jetson's (shared memory) or the GPU's datasheet
+    figure, else measured on that device."""
+    if (name := jetson_model()) and (known := known_bandwidth(name)):
+        return known
+    if device.startswith("cuda"):
+        import torch
+
+        return known_bandwidth(torch.cuda.get_device_name(device)) or measure_gpu_bandwidth()
+    return measure_host_bandwidth()
+
+
 def jetson_model() -> str | None:
     path = Path("/proc/device-tree/model")
     return path.read_text(errors="replace").strip("\x00\n ") if path.is_file() else None
