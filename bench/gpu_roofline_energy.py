@@ -2,9 +2,10 @@
 
 Prints: the GPU NVML names and the datasheet bandwidth `roofline.host_bandwidth()` picks for it; a measured
 device-to-device copy bandwidth to check that figure against; then batch-1 greedy decoding of a model shaped
-like Llama-3.1-8B-Instruct (random bf16 weights: bandwidth does not care about their values; no download) with
-Hugging Face transformers, and for it tok/s, the roofline (`roofline.roofline`, same arithmetic as a climb) and
-joules per output token from NVML (`energy.open_energy_source`).
+like Llama-3.1-8B-Instruct (the probe's shipped shape; random bf16 weights: bandwidth does not care about
+their values; no download) with Hugging Face transformers, and for it tok/s, the roofline
+(`roofline.roofline`, same arithmetic as a climb) and joules per output token from NVML
+(`energy.open_energy_source`).
 
     python bench/gpu_roofline_energy.py [--tokens 128] [--layers 32]
 """
@@ -12,22 +13,15 @@ joules per output token from NVML (`energy.open_energy_source`).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llm_ladder.energy import open_energy_source
+from llm_ladder.probe_source import SHAPES_DIR
 from llm_ladder.roofline import host_bandwidth, kv_bytes_per_token, measure_gpu_bandwidth, roofline
-
-LLAMA_31_8B = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "max_position_embeddings": 8192,
-}
 
 
 def decode(model: LlamaForCausalLM, prompt_len: int, tokens: int) -> float:
@@ -51,7 +45,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(0)
     print(f"GPU: {name}; bandwidth for the roofline: {bandwidth.gbs:.0f} GB/s ({bandwidth.source})")
     print(f"measured device copy: {measure_gpu_bandwidth(4).gbs:.0f} GB/s")
-    config = LlamaConfig(**LLAMA_31_8B, num_hidden_layers=opts.layers)
+    shape = json.loads((SHAPES_DIR / "llama-3.1-8b.json").read_text())
+    config = LlamaConfig(**(shape | {"num_hidden_layers": opts.layers}))
     with torch.device("cuda"):
         model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16).eval()
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
