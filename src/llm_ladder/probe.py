@@ -75,10 +75,7 @@ class ProbeResult(BaseModel):
             ("decode", decode),
             ("decode path", _attempts(self.path, self.attempts)),
             ("roofline", self._roofline()),
-            (
-                "energy",
-                f"{self.energy_j_per_token:.2f} J/token ({self.energy_source})" if self.energy_source else "n/a",
-            ),
+            ("energy", self._energy()),
             ("peak memory", f"{self.peak_memory_gib:.2f} GiB"),
             ("placement", ", ".join(sorted(set(self.placement.values())))),
             ("answer", self.text),
@@ -242,7 +239,7 @@ def probe(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     request = Request(enc.input_ids, enc.attention_mask, max_new_tokens, ignore_eos, pad, topk_steps, _eos(loaded))
     run, energy_name = _decode(loaded.model, request, paths, device)
-    return _result(source, loaded, run, energy_name, device, dtype, text, enc.input_ids[0].tolist(), top, prefill_s)
+    return _result(source, loaded, run, energy_name, device, dtype, text, request, top, prefill_s)
 
 
 def _answer(tokenizer: Any, tokens: list[int], eos: tuple[int, ...]) -> str:
@@ -274,8 +271,8 @@ def _decode(model: Any, request: Request, paths: tuple[str, ...], device: str) -
 
 
 def _result(source: Source, loaded: Any, run: Generation, energy: str | None, device: str, dtype: str,
-            text: str, ids: list[int], top: list[Candidate], prefill_s: float) -> ProbeResult:  # fmt: skip
-    tok, model = loaded.tokenizer, loaded.model
+            text: str, request: Request, top: list[Candidate], prefill_s: float) -> ProbeResult:  # fmt: skip
+    tok, model, ids = loaded.tokenizer, loaded.model, request.input_ids[0].tolist()
     placement, warnings = _placement(model, device)
     roof, bandwidth = _roofline(model, device, run, len(ids))
     return ProbeResult(
@@ -303,7 +300,7 @@ def _result(source: Source, loaded: Any, run: Generation, energy: str | None, de
         energy_source=f"{energy}, whole device" if energy and run.joules is not None else None,
         placement=placement,
         warnings=warnings,
-        text=_answer(tok, run.tokens, _eos(loaded)),
+        text=_answer(tok, run.tokens, request.eos_ids),
     )
 
 
