@@ -13,16 +13,21 @@ import yaml
 
 from llm_ladder.climb import SECRET_KEY
 from llm_ladder.engines.vllm import API_MODULE, rung_args
+from llm_ladder.engines.vllm_docker import DEFAULT_IMAGE
+from llm_ladder.engines.vllm_docker import container_model as docker_container_model
 from llm_ladder.models import ModelStore, hf_home
 from llm_ladder.plan import Rung
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/vllm:25.09-py3"
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:main"
 LAB_IMAGE = "nvcr.io/nvidia/pytorch:25.09-py3"
 PORT = 8000
-ALL_GPUS = {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}}
 HF_CACHE = "${HF_HOME:-~/.cache/huggingface}:/root/.cache/huggingface"
 MODELS = "${LADDER_MODELS:-~/.cache/llm-ladder/models}:/models:ro"
+
+
+def all_gpus() -> dict[str, Any]:
+    """Compose's GPU reservation; a fresh dict per service, or YAML would write anchors and aliases."""
+    return {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}}
 
 
 def var(name: str, default: object = "") -> str:
@@ -31,14 +36,11 @@ def var(name: str, default: object = "") -> str:
 
 
 def container_model(model: str, store: ModelStore) -> tuple[str, list[str]]:
-    """The model argument inside the container and the mounts it needs: hub ids come from the mounted HF cache,
-    store models and local directories are mounted read-only under /models."""
+    """The model argument inside the container and the mounts it needs: store models are under the mounted
+    store; local directories and hub ids as the docker engine mounts them."""
     if store.has(model) or store.can_make(model):
         return f"/models/{model}", []
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return f"/models/{local.name}", [f"{local.resolve()}:/models/{local.name}:ro"]
-    return model, []
+    return docker_container_model(model)
 
 
 def _vllm(rung: Rung, model: str, mounts: list[str]) -> dict[str, Any]:
@@ -58,9 +60,7 @@ def _vllm(rung: Rung, model: str, mounts: list[str]) -> dict[str, Any]:
         "ports": [f"{var('VLLM_PORT', PORT)}:{PORT}"],
         "ipc": "host",
         "ulimits": {"memlock": -1, "stack": 67108864},
-        "deploy": {
-            "resources": {"reservations": {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}
-        },
+        "deploy": all_gpus(),
         "healthcheck": {
             "test": ["CMD", "python3", "-c", health],
             "interval": "30s",
@@ -99,9 +99,7 @@ def _lab() -> dict[str, Any]:
         "volumes": [HF_CACHE, MODELS, "./notebooks:/workspace/notebooks"],
         "ports": ["127.0.0.1:8888:8888"],  # reach it through an SSH tunnel, as the lab journal does
         "ipc": "host",
-        "deploy": {
-            "resources": {"reservations": {"devices": [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]}}
-        },
+        "deploy": all_gpus(),
     }
 
 

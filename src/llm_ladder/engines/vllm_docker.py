@@ -19,10 +19,11 @@ HOME = Path.home()
 
 
 def container_model(model_path: str) -> tuple[str, list[str]]:
-    """A local model directory is mounted read-only under /models; a hub id is left to the mounted HF cache."""
-    local = Path(model_path)
+    """The model argument inside the container and the volumes it needs: a local model directory is mounted
+    read-only under /models; a hub id is left to the mounted HF cache."""
+    local = Path(model_path).expanduser()
     if local.is_dir():
-        return f"/models/{local.name}", ["-v", f"{local.resolve()}:/models/{local.name}:ro"]
+        return f"/models/{local.name}", [f"{local.resolve()}:/models/{local.name}:ro"]
     return model_path, []
 
 
@@ -50,11 +51,13 @@ class VllmDockerEngine(VllmEngine):
             raise EngineError(f"the Docker daemon is not reachable ({why}); `ladder doctor` says what to do")
 
     def command(self, rung: Rung, model_path: str, port: int) -> list[str]:
-        model, mounts = container_model(model_path)
+        model, volumes = container_model(model_path)
         cmd = [self.docker, "run", "--rm", "--name", container_name(rung, port), "--runtime=nvidia"]
         cmd += ["--network", "host", "--shm-size=16g", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
         cmd += ["-v", f"{hf_home()}:/root/.cache/huggingface"]
-        cmd += ["-v", f"{HOME / '.cache' / 'vllm'}:/root/.cache/vllm", *mounts]
+        cmd += ["-v", f"{HOME / '.cache' / 'vllm'}:/root/.cache/vllm"]
+        for volume in volumes:
+            cmd += ["-v", volume]
         for key in ("HF_TOKEN", *rung.env):  # names only: docker copies the values from its environment
             cmd += ["-e", key]
         serve = ["python3", "-m", API_MODULE, *rung_args(rung, model), "--host", self.host, "--port", str(port)]
