@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def append_line(path: Path, line: str, sync: bool = True) -> None:
@@ -15,3 +17,17 @@ def append_line(path: Path, line: str, sync: bool = True) -> None:
         f.flush()
         if sync:
             os.fsync(f.fileno())
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every whole record of a JSON-lines file (none if it does not exist); a last line cut short by a crash is
+    skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

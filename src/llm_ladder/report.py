@@ -6,15 +6,14 @@ marked safe but the SVG our own chart code drew.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from pydantic import ValidationError
 
 from llm_ladder import charts
+from llm_ladder.jsonl import read_lines
 from llm_ladder.loadstats import LOAD_COLUMNS
 from llm_ladder.plan import describe_error
 from llm_ladder.results import RunSummary
@@ -49,25 +48,15 @@ def load_summary(run_dir: Path) -> RunSummary:
         raise ValueError(f"{path}: not a results.json this version reads ({describe_error(err)})") from None
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-    return out
-
-
 def timings(run_dir: Path, summary: RunSummary) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """TTFTs and inter-token gaps (ms) per rung: the measured trials from results.jsonl, plus the load sweep's
     measured requests where there was one."""
     ttft: dict[str, list[float]] = {r.name: [] for r in summary.rungs}
     itl: dict[str, list[float]] = {r.name: [] for r in summary.rungs}
-    requests = [e for e in _lines(run_dir / "results.jsonl") if e.get("type") == "request" and e.get("trial", 0) >= 0]
+    trials = read_lines(run_dir / "results.jsonl")
+    requests = [e for e in trials if e.get("type") == "request" and e.get("trial", 0) >= 0]
     for rung in summary.rungs:
-        load = _lines(run_dir / "load" / rung.name / "requests.jsonl")
+        load = read_lines(run_dir / "load" / rung.name / "requests.jsonl")
         requests += [{**e, "rung": rung.name} for e in load if e.get("type") == "request" and e["phase"] == "measured"]
     for event in requests:
         if event.get("ok") and event.get("rung") in ttft and event.get("ttft_s") is not None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import StartupStages, StopReport
-from llm_ladder.jsonl import append_line
+from llm_ladder.jsonl import append_line, read_lines
 from llm_ladder.metrics import SpecStats, WorkloadStats
 from llm_ladder.roofline import Roofline
 from llm_ladder.suites import Identity, SuiteScore
@@ -134,15 +134,7 @@ class RunDir:
         append_line(self.jsonl, json.dumps({"type": kind, "time": datetime.now(UTC).isoformat(), **extra, **data}))
 
     def events(self) -> list[dict[str, Any]]:
-        if not self.jsonl.exists():
-            return []
-        events = []
-        for line in self.jsonl.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-        return events
+        return read_lines(self.jsonl)
 
     def completed_rungs(self) -> dict[str, RungResult]:
         """Rungs whose final record says ok; a later record for the same rung wins."""
