@@ -21,6 +21,7 @@ from llm_ladder.cli_common import (
     interrupt_on_sigterm,
     models_app,
 )
+from llm_ladder.cli_plan import machine_plan
 from llm_ladder.engines.base import EngineError, get_engine
 from llm_ladder.models import ModelError, ModelStore
 from llm_ladder.plan import PlanError, describe_error, load_plan
@@ -33,7 +34,10 @@ __all__ = ["app", "main"]
 
 @app.command()
 def climb(
-    plan: Annotated[str | None, typer.Argument(help="Plan file or shipped plan name (default: smollm2-cpu).")] = None,
+    plan: Annotated[
+        str | None,
+        typer.Argument(help="Plan file or shipped plan name (default: `ladder plan auto` for this machine)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<timestamp>-<plan>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue RUN_DIR, skipping rungs already completed.")] = None,
     trials: Annotated[int | None, typer.Option(min=1, help="Requests per workload per rung (plan default 3).")] = None,
@@ -50,7 +54,7 @@ def climb(
 
     import_engines()
     try:
-        the_plan = load_plan(plan).select(rung, trials)
+        the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(rung, trials)
         if resume and not RunDir.exists(resume):
             raise PlanError(f"--resume {resume}: no results.jsonl there to resume from")
         engine = get_engine(the_plan.engine, **({"port": port} if port else {}))
@@ -325,6 +329,7 @@ def models_quantize(
         fail(str(err))
 
 
+import llm_ladder.cli_plan  # noqa: E402  (registers `plan auto`)
 import llm_ladder.cli_serve  # noqa: E402, F401  (registers serve, smoke, ui, deploy, doctor after these)
 
 

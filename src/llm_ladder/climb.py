@@ -18,6 +18,7 @@ from llm_ladder.client import RequestRecord
 from llm_ladder.engines.base import Engine, EngineError, Server
 from llm_ladder.engines.process import log_tail
 from llm_ladder.evaluation import load_suites, scores
+from llm_ladder.hardware import detect
 from llm_ladder.measure import Sinks, WorkloadResult, measure_server
 from llm_ladder.models import ModelStore
 from llm_ladder.plan import Plan, PlanError, Rung, describe_error
@@ -42,6 +43,7 @@ def host_info() -> dict[str, object]:
         with suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return {
+        "hardware": detect().as_dict(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpus": psutil.cpu_count(),
@@ -139,6 +141,7 @@ class Climber:
             host=host_info() | {"memory_bandwidth": self.bandwidth.model_dump() if self.bandwidth else None},
             baseline=self.plan.baseline.name,
             rungs=[],
+            selection=self.plan.selection.model_dump() if self.plan.selection else None,
         )
         for original in self.plan.rungs:
             if original.name in done and done[original.name].config == public_config(original):

