@@ -65,14 +65,20 @@ def test_the_plugin_is_registered_for_vllm_to_find():
     assert found["llm_ladder_cpu_fixes"] == "llm_ladder.engines.vllm_cpu_fixes:register"
 
 
-def test_warm_start_env_only_for_the_affected_versions(monkeypatch, tmp_path):
+def test_the_compile_cache_lives_in_the_tools_cache_unless_the_user_chose_one(monkeypatch, tmp_path):
     monkeypatch.setenv("LADDER_CACHE_DIR", str(tmp_path))
-    env = fixes.warm_start_env((0, 32))
-    assert env == {"VLLM_USE_AOT_COMPILE": "0", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    assert fixes.warm_start_env((0, 33)) == {}
-
-
-def test_the_engine_applies_it_to_its_own_vllm_and_the_rung_env_wins(monkeypatch):
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)
     monkeypatch.setattr(fixes, "_version", lambda dist: (0, 32))
-    assert VllmEngine(python=sys.executable).workaround_env()["VLLM_USE_AOT_COMPILE"] == "0"
+    assert VllmEngine(python=sys.executable).workaround_env() == {"VLLM_CACHE_ROOT": str(tmp_path / "vllm")}
     assert VllmEngine(python="/other/venv/bin/python").workaround_env() == {}  # another vLLM: not ours to judge
+    monkeypatch.setenv("VLLM_CACHE_ROOT", "/mine")
+    assert fixes.engine_env() == {}
+
+
+def test_the_aot_artifact_gets_the_finalize_loading_vllm_calls(monkeypatch):
+    """torch 2.13's bundled AOT artifact lacks `finalize_loading`, which vLLM 0.32 calls on every warm start."""
+    from torch._dynamo.aot_compile_types import BundledAOTAutogradSerializableCallable as Bundled
+
+    monkeypatch.delattr(Bundled, "finalize_loading", raising=False)
+    assert fixes.aot_load_fix() and Bundled.finalize_loading(object(), None) is None
+    assert not fixes.aot_load_fix()  # present now (or fixed upstream): nothing to do

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from llm_ladder.engines.base import Engine, EngineError, Server, StopReport
 from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
-from llm_ladder.engines.vllm_cpu_fixes import warm_start_env
+from llm_ladder.engines.vllm_cpu_fixes import engine_env
 from llm_ladder.engines.vllm_log import expected_patterns, missing_patterns, parse_startup
 from llm_ladder.plan import Rung
 
@@ -67,8 +67,8 @@ class VllmEngine(Engine):
             raise EngineError(f"port {self.port} on {self.host} is already in use")
 
     def workaround_env(self) -> dict[str, str]:
-        """Known-defect workarounds for the vLLM this engine runs (vllm_cpu_fixes); the rung's env wins."""
-        return warm_start_env() if self.python == sys.executable else {}
+        """The compile-cache location for the vLLM CPU build this engine runs (vllm_cpu_fixes); the rung's env wins."""
+        return engine_env() if self.python == sys.executable else {}
 
     def command(self, rung: Rung, model_path: str, port: int) -> list[str]:
         return [
