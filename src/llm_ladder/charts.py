@@ -130,6 +130,43 @@ def pareto_chart(summary: RunSummary, workload: str) -> str | None:
     return _svg(fig)
 
 
+def _verdicts(summary: RunSummary) -> dict[str, bool]:
+    return {v.rung: v.accepted for v in summary.recommendation.verdicts} if summary.recommendation else {}
+
+
+def budget_chart(summary: RunSummary, workload: str) -> str | None:
+    """Speed against the two agreement measures the budget judges (mean KL, same top token), the budget drawn
+    as a line with the failing side shaded: the chart shows why each rung was accepted or rejected."""
+    budget = summary.quality_budget or {}
+    points = [(r, r.decode_tps(workload)) for r in _ok(summary) if r.agreement and r.decode_tps(workload)]
+    if not points or not budget:
+        return None
+    accepted, chosen = _verdicts(summary), summary.recommendation.rung if summary.recommendation else None
+    fig, (kl_ax, top_ax) = plt.subplots(1, 2, figsize=(8, 3.4))
+    panels = (
+        (kl_ax, lambda r: r.agreement.mean_kl, budget.get("max_mean_kl"), "mean KL vs the baseline", True),
+        (top_ax, lambda r: 100 * r.agreement.same_top, 100 * budget.get("min_same_top", 0), "same top token, %", False),
+    )
+    for ax, value, limit, label, upper in panels:
+        for r, tps in points:
+            colour = HIGHLIGHT if r.name == chosen else (NORMAL if accepted.get(r.name) else "#999999")
+            ax.scatter([tps], [value(r)], color=colour, zorder=3, s=70 if r.name == chosen else 35)
+            ax.annotate(r.name, (tps, value(r)), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if limit is not None:
+            ax.axhline(
+                limit, color=HIGHLIGHT, linestyle="--", linewidth=1, label=f"budget {'≤' if upper else '≥'} {limit:g}"
+            )
+            lo, hi = ax.get_ylim()
+            ax.axhspan(limit, max(hi, limit * 1.1), color="#f4cccc", alpha=0.5) if upper else ax.axhspan(
+                min(lo, limit - 1), limit, color="#f4cccc", alpha=0.5
+            )
+        ax.set_xlabel(f"decode tokens/s ({workload})")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Quality budget vs speed (grey: rejected, red: recommended; shaded: outside the budget)", fontsize=8)
+    return _svg(fig)
+
+
 def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both speed and quality, by speed."""
     best = [p for p in points if not any(o[0] >= p[0] and o[1] >= p[1] and o != p for o in points)]

@@ -23,7 +23,7 @@ from llm_ladder.cli_common import (
 )
 from llm_ladder.cli_plan import machine_plan
 from llm_ladder.engines.base import EngineError, get_engine
-from llm_ladder.models import ModelError, ModelStore
+from llm_ladder.models import ModelError, ModelStore, provenance
 from llm_ladder.plan import PlanError, describe_error, load_plan
 from llm_ladder.progress import ClimbProgress
 from llm_ladder.results import RunDir, default_run_dir
@@ -295,7 +295,8 @@ def models_list(models_dir: ModelsDir = None) -> None:
         console.print(f"no models in {store.root} (try: ladder models pull smollm2-135m-instruct)")
     table = Table("name", "weights MB", "quantization", title=f"models in {store.root}")
     for m in entries:
-        table.add_row(m.name, f"{m.size_bytes / 1e6:.1f}", m.quantization)
+        source = " (de-quantized Q4_1 GGUF)" if provenance(m.name) else ""
+        table.add_row(m.name, f"{m.size_bytes / 1e6:.1f}", m.quantization + source)
     if entries:
         console.print(table)
 

@@ -20,7 +20,7 @@ from llm_ladder.engines.process import log_tail
 from llm_ladder.evaluation import load_suites, scores
 from llm_ladder.hardware import detect
 from llm_ladder.measure import Sinks, WorkloadResult, measure_server
-from llm_ladder.models import ModelStore
+from llm_ladder.models import ModelStore, provenance
 from llm_ladder.plan import Plan, PlanError, Rung, describe_error
 from llm_ladder.prompts import BenchRequest
 from llm_ladder.recommend import recommend
@@ -142,6 +142,8 @@ class Climber:
             baseline=self.plan.baseline.name,
             rungs=[],
             selection=self.plan.selection.model_dump() if self.plan.selection else None,
+            quality_budget=self.plan.quality_budget.model_dump(),
+            baseline_note=provenance(self.plan.baseline.model),
         )
         for original in self.plan.rungs:
             if original.name in done and done[original.name].config == public_config(original):

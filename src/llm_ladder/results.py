@@ -93,6 +93,9 @@ class Recommendation(BaseModel):
     verdicts: list[Verdict]
     indistinguishable: list[str] = []
     """Accepted rungs whose objective overlaps the chosen one's range over trials."""
+    per_workload: dict[str, str] = {}
+    """The fastest rung inside the budget on each workload (decode tok/s): an edit-heavy service may want
+    another rung than the objective's."""
 
 
 class RunSummary(BaseModel):
@@ -104,6 +107,10 @@ class RunSummary(BaseModel):
     baseline: str
     rungs: list[RungResult]
     recommendation: Recommendation | None = None
+    baseline_note: str | None = None
+    """What the baseline's weights really are, when its name would mislead (models.provenance)."""
+    quality_budget: dict[str, Any] | None = None
+    """The plan's budget the verdicts used (drawn in the report)."""
     selection: dict[str, Any] | None = None
     """How `ladder plan auto` chose the rungs for this machine (hardware, and each rung in or out with why)."""
 

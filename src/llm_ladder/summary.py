@@ -243,10 +243,27 @@ def _recommendation_lines(summary: RunSummary) -> list[str]:
     if rec is None:
         return []
     lines = ["", "## Recommendation", "", f"**{rec.summary}.**", ""]
+    if winners := per_workload_line(summary):
+        lines += [winners, ""]
     for v in rec.verdicts:
         mark = "inside the budget" if v.accepted else "rejected"
         lines.append(f"- **{v.rung}** {mark}: {'; '.join(v.reasons)}")
     return lines
+
+
+def per_workload_line(summary: RunSummary) -> str:
+    """'Fastest inside the budget per workload: short int4 (20.1 tok/s), edit int4-ngram (61.0 tok/s, 2.3× int4)'."""
+    rec = summary.recommendation
+    if rec is None or not rec.per_workload:
+        return ""
+    by_name = {r.name: r for r in summary.rungs}
+    parts = []
+    for workload, name in rec.per_workload.items():
+        tps = by_name[name].decode_tps(workload) or 0
+        ref = by_name.get(rec.rung) if rec.rung and rec.rung != name else None
+        vs = f", {tps / ref_tps:.2f}× {ref.name}" if ref and (ref_tps := ref.decode_tps(workload)) else ""
+        parts.append(f"{workload} **{name}** ({tps:.1f} tok/s{vs})")
+    return "Fastest inside the budget per workload: " + ", ".join(parts) + "."
 
 
 def selection_lines(summary: RunSummary) -> list[str]:
@@ -338,6 +355,7 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         f"Started {summary.started_at}, baseline `{summary.baseline}`. Decode tok/s = tokens after the first ÷ "
         "time after the first token; median over trials with (min–max). Speedup on the long workload.",
+        *(["", f"**Baseline:** {summary.baseline_note}"] if summary.baseline_note else []),
         "",
         *_md_table(COLUMNS, rows(summary)),
         *_recommendation_lines(summary),

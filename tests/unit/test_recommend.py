@@ -144,3 +144,17 @@ def test_task_suites_alone_are_a_quality_measurement():
     base.suites, rung.suites = {"exact": _suite(20)}, {"exact": _suite(20, lost=1, gained=1)}
     rec = recommend(_summary(base, rung), QualityBudget(), "decode_tps_long")
     assert rec.rung == "int4" and rec.verdicts[1].reasons[0].startswith("`exact` accuracy 50.0%")
+
+
+def test_each_workload_names_its_fastest_rung_inside_the_budget():
+    spec = _rung("int8-ngram", 12, agreement=_agree())
+    spec.workloads["edit"] = _rung("x", 40).workloads["long"]
+    int8 = _rung("int8", 14, agreement=_agree())
+    int8.workloads["edit"] = _rung("x", 15).workloads["long"]
+    bad = _rung("int4", 50, agreement=_agree(kl=0.2))
+    summary = _summary(_rung("bf16", 10, agreement=_agree(1, 0, 1)), int8, spec, bad)
+    summary.recommendation = rec = recommend(summary, QualityBudget(), "decode_tps_long")
+    assert rec.rung == "int8" and rec.per_workload == {"long": "int8", "short": "int8", "edit": "int8-ngram"}
+    from llm_ladder.summary import per_workload_line
+
+    assert "edit **int8-ngram** (40.0 tok/s, 2.67× int8)" in per_workload_line(summary)

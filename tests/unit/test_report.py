@@ -4,10 +4,12 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from llm_ladder.agreement import Agreement
 from llm_ladder.cli import app
 from llm_ladder.compare import compare
 from llm_ladder.engines.base import StartupStages
 from llm_ladder.metrics import Spread
+from llm_ladder.plan import QualityBudget
 from llm_ladder.report import write_report
 from llm_ladder.results import Recommendation, RungResult, RunSummary, SpecSummary, Verdict
 from llm_ladder.roofline import Bandwidth, roofline
@@ -33,6 +35,14 @@ def _rung(name, tps, answer="An answer.", **extra):
         startup=StartupStages(weights_s=2, compile_s=10, graph_capture_s=3, total_s=20, compile_cache="cold"),
         suites={"exact": SuiteScore(suite="exact", n=40, passed=int(tps))},
         roofline=[roofline("long", 1 << 30, 65536, 300, tps, Bandwidth(gbs=100, source="given"))],
+        agreement=Agreement(
+            tokens=100,
+            perplexity=10 + tps / 100,
+            baseline_perplexity=10.0,
+            mean_kl=tps / 400,
+            p99_kl=0.1,
+            same_top=1 - tps / 200,
+        ),
         **extra,
     )
 
@@ -52,9 +62,16 @@ def _run(tmp_path, name="run", answer=SCRIPT, fast_tps=20.0):
         _rung("int4", fast_tps, load={"levels": levels, "knee_concurrency": 2}),
         _rung("int4-spec", 25.0, spec=spec),
     ]
-    verdicts = [Verdict(rung=r.name, accepted=True, reasons=["fine"]) for r in rungs]
+    verdicts = [Verdict(rung=r.name, accepted=r.agreement.mean_kl <= 0.05, reasons=["fine"]) for r in rungs]
     rec = Recommendation(objective="decode_tps_long", rung="int4", summary="deploy int4", verdicts=verdicts)
-    summary = RunSummary(plan="p", started_at="now", baseline="bf16", rungs=rungs, recommendation=rec)
+    summary = RunSummary(
+        plan="p",
+        started_at="now",
+        baseline="bf16",
+        rungs=rungs,
+        recommendation=rec,
+        quality_budget=QualityBudget().model_dump(),
+    )
     run = tmp_path / name
     run.mkdir()
     (run / "results.json").write_text(summary.model_dump_json())
@@ -73,7 +90,15 @@ def test_report_is_self_contained_escapes_answers_and_draws_the_charts(tmp_path)
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html  # shown as text, not run
     assert not re.search(r"(src|href)=[\"']?https?://", html)  # nothing fetched from the network
     titles = re.findall(r"<figcaption>([^<]+)</figcaption>", html)
-    for title in ("Decode speed", "Quality vs speed", "Time to first token", "Memory", "Startup", "Roofline"):
+    for title in (
+        "Decode speed",
+        "Quality budget vs speed",
+        "Task suites vs speed",
+        "Time to first token",
+        "Memory",
+        "Startup",
+        "Roofline",
+    ):
         assert title in titles
     assert {"TTFT distribution", "ITL distribution", "Concurrency", "Speculative decoding"} <= set(titles)
     assert html.count("<svg") == len(titles)
