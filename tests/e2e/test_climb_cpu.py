@@ -9,30 +9,31 @@ import psutil
 import yaml
 
 from llm_ladder.engines.vllm import RUN_MARKER
-from llm_ladder.plan import load_plan
+from llm_ladder.cli_plan import machine_plan
+from llm_ladder.engines.vllm_cpu_fixes import EXPAND_FIX_LOG
 
 from ..browser import open_report, painted_share
 
 
 def _e2e_plan(tmp_path):
-    """The default plan's bf16, int4 and int4-spec rungs, eager mode, short outputs, the first items of each
-    task suite and a small load sweep, to keep CI within minutes."""
-    plan = load_plan("smollm2-cpu")
-    rungs = [
-        r.model_dump(exclude_defaults=True) | {"enforce_eager": True}
-        for r in plan.rungs
-        if r.name in ("bf16", "int4", "int4-spec")
-    ]
+    """The ladder `ladder plan auto` picks for this machine, narrowed to its baseline, int4 and int4 + n-gram, eager
+    mode, short outputs, the first items of each task suite and a small load sweep, to keep CI within minutes."""
+    plan = machine_plan(None, None)
+    keep = (plan.baseline.name, "int4", "int4-ngram")
+    rungs = [r.model_dump(exclude_defaults=True) | {"enforce_eager": True} for r in plan.rungs if r.name in keep]
+    short, long, edit = plan.workloads
     raw = {
         "name": "smollm2-cpu-e2e",
         "trials": 1,
         "workloads": [
-            {"name": "short", "prompt": plan.workloads[0].prompt, "max_tokens": 48},
-            {"name": "long", "prompt": plan.workloads[1].prompt, "max_tokens": 96, "min_tokens": 96},
+            {"name": "short", "prompt": short.prompt, "max_tokens": 48},
+            {"name": "long", "prompt": long.prompt, "max_tokens": 96, "min_tokens": 96},
+            {"name": "edit", "prompt": edit.prompt, "max_tokens": 96, "min_tokens": 64},
         ],
         "suites": {"limit": 4},
         "load": {"concurrency": [1, 4], "max_requests": 12, "input_len": 32, "output_len": 16},
         "rungs": rungs,
+        "selection": plan.selection.model_dump(),
     }
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -72,10 +73,18 @@ def test_climb_on_vllm_cpu(tmp_path):
         assert {s["suite"]: s["n"] for s in rung["suites"].values()} == {"instructions": 4, "exact": 4}
         items = [json.loads(x) for x in (out / "suites" / f"{rung['name']}.jsonl").read_text().splitlines()]
         assert len(items) == 8 and all(i["response"] and i["token_ids"] and i["error"] is None for i in items)
-    assert 0.2 < bf16["weights_gib"] < 0.3  # the bf16 checkpoint on disk
+    assert summary["selection"]["hardware"] and summary["host"]["hardware"]["cpu"]["vllm_library"].startswith("_C")
+    assert 0.2 < bf16["weights_gib"] < 0.6  # the 16-bit checkpoint on disk (fp32 in memory on AVX2 without bf16)
     assert int4["weights_gib"] is None  # online quantization: the disk size would be the bf16 one
     assert "--enforce-eager" in int4["command"] and "torchao" in int4["command"]
     assert "quantization=torchao" in (out / "logs" / "int4.log").read_text()
+    # sampled speculation works: vLLM #55005 worked around, drafts accepted on the sampled edit workload, and the
+    # answers are ones the model would write (their perplexity inside the budget)
+    assert f"{EXPAND_FIX_LOG}: applied" in (out / "logs" / "int4-ngram.log").read_text()
+    assert spec["spec"]["edit"]["accepted_tokens"] > 0, spec["spec"]
+    verdicts = {v["rung"]: v for v in summary["recommendation"]["verdicts"]}
+    assert not any("answers' perplexity" in r for r in verdicts["int4-ngram"]["reasons"] if "outside" in r)
+    assert verdicts["int4"]["accepted"], verdicts["int4"]  # int4 group 32 lands on the Q4_1 grid
     same, drift = bf16["agreement"], int4["agreement"]
     assert same["tokens"] >= 2000 and same["perplexity_ratio"] == 1 and same["same_top"] == 1
     assert drift["tokens"] == same["tokens"] and drift["mean_kl"] > 0 and drift["same_top"] < 1
@@ -89,9 +98,10 @@ def test_climb_on_vllm_cpu(tmp_path):
     assert spec["greedy_identity"]["reference"] == "int4" and spec["greedy_identity"]["compared"] == 8
     assert spec["greedy_identity"]["match"] == 1.0, spec["greedy_identity"]  # speculation is lossless
     md = (out / "summary.md").read_text()
-    assert "| bf16 | smollm2-135m-instruct |" in md and "| int4 |" in md and "## Task suites" in md
+    assert f"| {bf16['name']} | smollm2-135m-instruct |" in md and "| int4 |" in md and "## Task suites" in md
+    assert "## Why these rungs" in md and "**Baseline:**" in md and "de-quantized" in md
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert sum(json.loads(x)["type"] == "request" for x in lines) == 6
+    assert sum(json.loads(x)["type"] == "request" for x in lines) == 9
     assert _engine_processes(out) == []
     assert summary["host"]["memory_bandwidth"]["gbs"] > 1  # measured here: no datasheet for a VM's CPU
     (roof,) = [r for r in bf16["roofline"] if r["workload"] == "long"]
@@ -99,6 +109,6 @@ def test_climb_on_vllm_cpu(tmp_path):
     assert "## Roofline and energy" in md and "energy_j_per_token" in bf16["workloads"]["long"]
     dom, console = open_report(out / "report.html", out / "report.png")
     assert console == [], console  # no JavaScript errors, no failed loads
-    assert dom.count("<svg") >= 8 and dom.count("<tr") > 10 and "int4-spec" in dom
+    assert dom.count("<svg") >= 8 and dom.count("<tr") > 10 and "int4-ngram" in dom and "Why these rungs" in dom
     painted, colours = painted_share(out / "report.png")
     assert painted > 0.05 and colours > 50
