@@ -8,8 +8,8 @@ import sys
 import psutil
 import yaml
 
-from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.cli_plan import machine_plan
+from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.engines.vllm_cpu_fixes import EXPAND_FIX_LOG
 
 from ..browser import open_report, painted_share
