@@ -266,6 +266,28 @@ def per_workload_line(summary: RunSummary) -> str:
     return "Fastest inside the budget per workload: " + ", ".join(parts) + "."
 
 
+def calibration_pairs(summary: RunSummary) -> list[tuple[RungResult, RungResult]]:
+    """(round-to-nearest, calibrated) rungs: the same scheme with and without `-gptq` on the model name."""
+    by_model = {r.model: r for r in summary.rungs if r.status == "ok"}
+    return [(by_model[r.model.removesuffix("-gptq")], r) for r in by_model.values()
+            if r.model.endswith("-gptq") and r.model.removesuffix("-gptq") in by_model]  # fmt: skip
+
+
+def calibration_lines(summary: RunSummary) -> list[str]:
+    """What calibration bought: KL, same top token and speed of the calibrated rung against its RTN twin."""
+    lines = []
+    for rtn, cal in calibration_pairs(summary):
+        if not (rtn.agreement and cal.agreement):
+            continue
+        a, b = rtn.agreement, cal.agreement
+        speed = [(w, rtn.decode_tps(w), cal.decode_tps(w)) for w in ("long",) if rtn.decode_tps(w)]
+        tps = "".join(f", decode {w} {x:.1f} → {y:.1f} tok/s" for w, x, y in speed if y)
+        lines.append(f"- **{cal.name}** (calibrated) against **{rtn.name}** (round-to-nearest): mean KL "
+                     f"{a.mean_kl:.4f} → {b.mean_kl:.4f}, same top token {a.same_top:.1%} → {b.same_top:.1%}, "
+                     f"perplexity ratio {a.perplexity_ratio:.3f} → {b.perplexity_ratio:.3f}{tps}")  # fmt: skip
+    return ["", "## What calibration bought", "", *lines] if lines else []
+
+
 def selection_lines(summary: RunSummary) -> list[str]:
     """Why the plan has these rungs, when `ladder plan auto` chose them for the machine."""
     sel = summary.selection
@@ -360,6 +382,7 @@ def to_markdown(summary: RunSummary) -> str:
         *_md_table(COLUMNS, rows(summary)),
         *_recommendation_lines(summary),
         *selection_lines(summary),
+        *calibration_lines(summary),
         "",
         "## Startup stages",
         "",

@@ -170,3 +170,18 @@ def test_written_plan_round_trips_with_its_reasons(store, tmp_path, monkeypatch)
     assert "+ int4: torchao int4" in result.output and "- fp8:" in result.output
     again = parse_plan(yaml.safe_load(out.read_text()))
     assert again == plan_for(SAPPHIRE, store)
+
+
+def test_the_shipped_default_plan_is_what_auto_picks_on_amx(store):
+    from llm_ladder.plan import load_plan
+
+    def key(r):
+        return r.model_dump(include={"name", "model", "dtype", "quantization", "hf_overrides", "speculative"})
+
+    shipped = load_plan("smollm2-cpu")
+    hf = [json.loads(r.hf_overrides["quantization_config_dict_json"]) for r in shipped.rungs if r.hf_overrides]
+    auto = plan_for(SAPPHIRE, store)
+    hf_auto = [json.loads(r.hf_overrides["quantization_config_dict_json"]) for r in auto.rungs if r.hf_overrides]
+    assert hf == hf_auto
+    strip = lambda r: {k: v for k, v in key(r).items() if k != "hf_overrides"}  # noqa: E731
+    assert [strip(r) for r in shipped.rungs] == [strip(r) for r in auto.rungs]

@@ -66,3 +66,21 @@ def test_markdown_explains_failures_loops_and_useless_speculation():
     assert "**int4** `long` output repeats itself" in md
     assert "**spec** `long`: vLLM rejected all 40 drafted tokens" in md
     assert "| bf16 | Thor helps.<br>&lt;script&gt;alert(1)&lt;/script&gt; a\\|b |" in md  # untrusted text escaped
+
+
+def test_calibration_is_shown_against_its_round_to_nearest_twin():
+    from llm_ladder.agreement import Agreement
+    from llm_ladder.results import RungResult, RunSummary
+    from llm_ladder.summary import to_markdown
+
+    def rung(name, model, kl, same):
+        agree = Agreement(tokens=2000, perplexity=10.3, baseline_perplexity=10, mean_kl=kl, p99_kl=0.1, same_top=same)
+        return RungResult(name=name, status="ok", model=model, config={}, agreement=agree,
+                          workloads={"long": _stats(50.0)})  # fmt: skip
+
+    summary = RunSummary(plan="p", started_at="t", baseline="int8-rtn", rungs=[
+        rung("int8-rtn", "m-w8a8", 0.0184, 0.881), rung("int8", "m-w8a8-gptq", 0.0101, 0.923)])  # fmt: skip
+    md = to_markdown(summary)
+    assert "## What calibration bought" in md
+    assert "**int8** (calibrated) against **int8-rtn** (round-to-nearest): mean KL 0.0184 → 0.0101" in md
+    assert "same top token 88.1% → 92.3%" in md
