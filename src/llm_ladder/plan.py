@@ -73,8 +73,10 @@ DEFAULT_WORKLOADS = (
     # min_tokens keeps the output long without ignore_eos; sampling (not greedy) keeps a small model out of
     # the repetition loops that make n-gram speculation look miraculous.
     Workload(name="long", prompt=LONG_PROMPT, max_tokens=512, min_tokens=512, temperature=0.7),
-    # sampled like the others; stops at EOS once the passage (~450 tokens) is copied, at least 256 tokens
-    Workload(name="edit", prompt=EDIT_PROMPT, max_tokens=512, min_tokens=256, temperature=0.7),
+    # Sampled, at the low temperature edits are run with: the answer should be the passage, changed as asked.
+    # Measured here (int4 target, n-gram 4 tokens): at 0.7 the 135M model wanders off the copy (acceptance 52%,
+    # 1.41×), at 0.3 it copies (88%, 2.31×), greedy 98% (2.66×). At least 256 tokens; EOS ends it after the copy.
+    Workload(name="edit", prompt=EDIT_PROMPT, max_tokens=512, min_tokens=256, temperature=0.3),
 )
 
 

@@ -30,3 +30,39 @@ def test_pull_is_idempotent_and_quantize_writes_a_vllm_config():
 def test_unknown_scheme_is_one_clear_error():
     result = runner.invoke(app, ["models", "quantize", DEFAULT_MODEL, "--scheme", "fp3"])
     assert result.exit_code == 2 and "unknown scheme 'fp3'" in result.output
+
+
+def test_calibrated_w8a8_is_made_in_its_own_venv_and_served(tmp_path, monkeypatch):
+    """SmoothQuant + GPTQ through llm-compressor in the calibration venv (a small calibration set to keep CI short),
+    then vLLM CPU serves the checkpoint with its int8 kernel and answers."""
+    import httpx
+
+    from llm_ladder.engines.vllm import VllmEngine
+    from llm_ladder.plan import Rung
+
+    monkeypatch.setenv("LADDER_CALIBRATION_SAMPLES", "16")
+    monkeypatch.setenv("LADDER_CALIBRATION_SEQ_LEN", "256")
+    store = ModelStore(tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / DEFAULT_MODEL).symlink_to(ModelStore().pull(DEFAULT_MODEL))
+    result = runner.invoke(app, ["models", "quantize", DEFAULT_MODEL, "--scheme", "w8a8-gptq",
+                                 "--models-dir", str(tmp_path / "models")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    path = store.path(f"{DEFAULT_MODEL}-w8a8-gptq")
+    q = json.loads((path / "config.json").read_text())["quantization_config"]
+    assert q["quant_method"] == "compressed-tensors" and q["format"] == "int-quantized" and "lm_head" in q["ignore"]
+    recipe = json.loads((path / "ladder-recipe.json").read_text())
+    assert recipe["scheme"] == "w8a8-sq-gptq" and recipe["samples"] == 16
+    assert "SmoothQuantModifier" in (path / "recipe.yaml").read_text()
+    rung = Rung(name="int8", model=str(path), enforce_eager=True, max_model_len=512,
+                env={"VLLM_CPU_KVCACHE_SPACE": "1"}, expect_log=["CPUInt8ScaledMMLinearKernel"])  # fmt: skip
+    engine = VllmEngine()
+    server = engine.start(rung, str(path), tmp_path)
+    try:
+        assert engine.verify(rung, server) == []
+        body = {"model": server.model_name, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 16, "temperature": 0}  # fmt: skip
+        answer = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120).json()
+        assert "Paris" in answer["choices"][0]["message"]["content"]
+    finally:
+        assert engine.stop(server).leftover_pids == []
