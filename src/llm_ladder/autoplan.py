@@ -110,7 +110,11 @@ def cpu_ladder(model: str, cpu: CpuInfo, store: ModelStore, timer=time_linear) -
     _cpu_int8(ladder, model, cpu, stored, dtype)
     _cpu_int4(ladder, model, cpu, stored, dtype)
     _cpu_speculation(ladder, base)
-    ladder.skip("fp8", "online FP8 fails on vLLM CPU 0.32 (`_C::static_scaled_fp8_quant` has no CPU implementation)")
+    ladder.skip(
+        "fp8",
+        "vLLM CPU 0.32 has no FP8 weight-only kernel and online FP8 fails (`_C::static_scaled_fp8_quant` "
+        "has no CPU implementation); FP8 checkpoints need AMX-FP8 or static per-tensor scales (not verified)",
+    )
     return ladder
 
 

@@ -50,7 +50,7 @@ def climb(
     """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
     from llm_ladder.climb import Climber
     from llm_ladder.measure import Sinks
-    from llm_ladder.summary import to_table
+    from llm_ladder.summary import per_workload_line, to_table
 
     import_engines()
     try:
@@ -81,6 +81,8 @@ def climb(
     console.print(to_table(summary))
     if summary.recommendation:
         console.print(f"[bold]recommendation:[/bold] {summary.recommendation.summary}", soft_wrap=True)
+        if winners := per_workload_line(summary):
+            console.print(winners.replace("**", ""), soft_wrap=True, highlight=False)
     console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}, {_report(run_path)}")
     if summary.failed:
         fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)

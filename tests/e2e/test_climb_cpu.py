@@ -93,7 +93,8 @@ def test_climb_on_vllm_cpu(tmp_path):
         assert (c1["completed"], c4["completed"]) == (10, 4)  # 12 sent; warmup and cooldown = concurrency
         assert c1["failed"] == c4["failed"] == 0 and c1["total_output_tokens"] == 10 * 16  # ignore_eos: exact
         assert c1["median_ttft_ms"] > 0 and c1["p99_itl_ms"] >= c1["median_itl_ms"] > 0
-    assert spec["load"]["levels"][0]["spec_decode_draft_tokens"] > 0  # acceptance measured during the load
+    # random-token prompts give n-gram nothing to copy, so the load levels may count no drafts: the workloads do
+    assert all("spec_decode_draft_tokens" not in level for level in bf16["load"]["levels"])
     assert int4["suites"]["exact"]["vs_baseline"]["lost"] >= 0
     assert spec["greedy_identity"]["reference"] == "int4" and spec["greedy_identity"]["compared"] == 8
     assert spec["greedy_identity"]["match"] == 1.0, spec["greedy_identity"]  # speculation is lossless
