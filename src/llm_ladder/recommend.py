@@ -111,17 +111,13 @@ def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget
 
 def per_workload_winners(summary: RunSummary, accepted: set[str]) -> dict[str, str]:
     """Per workload, the accepted rung with the best median decode tok/s."""
-    winners: dict[str, str] = {}
-    for result in (r for r in summary.rungs if r.name in accepted):
-        for name in result.workloads:
-            tps, best = result.decode_tps(name), winners.get(name)
-            if tps and (best is None or tps > (summary_rung(summary, best).decode_tps(name) or 0)):
-                winners[name] = result.name
+    rungs = [r for r in summary.rungs if r.name in accepted]
+    winners = {}
+    for workload in dict.fromkeys(w for r in rungs for w in r.workloads):
+        best = max(rungs, key=lambda r: r.decode_tps(workload) or 0)
+        if best.decode_tps(workload):
+            winners[workload] = best.name
     return winners
-
-
-def summary_rung(summary: RunSummary, name: str) -> RungResult:
-    return next(r for r in summary.rungs if r.name == name)
 
 
 def recommend(summary: RunSummary, budget: QualityBudget, objective: Objective) -> Recommendation:
