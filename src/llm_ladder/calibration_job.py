@@ -17,7 +17,7 @@ import random
 import time
 from pathlib import Path
 
-SCHEMES = ("w8a8-sq-gptq", "w4a16-gptq-g32", "w4a16-gptq-g64")
+SCHEMES = ("w8a8-sq-gptq", "w4a16-gptq-g32", "w4a16-gptq-g64", "fp8-static")
 
 
 def w4a16(group_size: int) -> dict:
@@ -29,8 +29,12 @@ def w4a16(group_size: int) -> dict:
 
 def recipe(scheme: str) -> list:
     """SmoothQuant (0.8) moves activation outliers into the weights, then GPTQ rounds them with the calibration
-    Hessian; for 4-bit weights GPTQ alone (no activations quantized)."""
-    from llmcompressor.modifiers.quantization import GPTQModifier
+    Hessian; for 4-bit weights GPTQ alone (no activations quantized). FP8 with static per-tensor scales needs
+    only the activations' range: no rounding search."""
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    if scheme == "fp8-static":
+        return [QuantizationModifier(targets="Linear", scheme="FP8", ignore=["lm_head"])]
 
     if scheme == "w8a8-sq-gptq":
         from llmcompressor.modifiers.transform import SmoothQuantModifier

@@ -25,8 +25,8 @@ from llm_ladder.summary import (
     SUITE_COLUMNS,
     agreement_rows,
     bandwidth_note,
-    calibration_lines,
     load_rows,
+    refinement_facts,
     roofline_rows,
     rows,
     stage_rows,
@@ -111,7 +111,7 @@ def render(run_dir: Path, summary: RunSummary) -> str:
             figures=figures(run_dir, summary),
             tables=tables(summary),
             answer_workload=workload,
-            calibration=[line.removeprefix("- ").replace("**", "") for line in calibration_lines(summary)[3:]],
+            calibration=refinement_facts(summary),
             answers=[(r.name, r.sample_outputs[workload]) for r in summary.rungs if r.sample_outputs.get(workload)],
         )
     )

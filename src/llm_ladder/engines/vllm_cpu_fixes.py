@@ -18,7 +18,15 @@
    `register_triton_kernel_overrides()`), so replacing the module attribute is enough. It checks the original
    on a probe at the first call and keeps it when it is right: a vLLM that carries the fix switches it off.
 
-Both are applied by `register`, a vLLM general plugin (entry point `vllm.general_plugins`, so every vLLM process
+3. FP8 checkpoints with per-tensor scales do not load: vLLM CPU 0.32 declares `_C::static_scaled_fp8_quant` with
+   no arguments and no CPU kernel, and loading any unfused FP8 checkpoint (q/k/v and gate/up stored apart, as
+   every Hugging Face Llama is) re-quantizes each fused layer's shards to their largest scale through it
+   (`requantize_with_max_scale`, w8a8_utils.py): "expected at most 0 argument(s) but received 4". The AMX
+   kernel that serves the layer afterwards (`CPUFp8PerTensorScaledMMLinearKernel`, FP8 weights, 16-bit
+   activations) is there. The plugin gives `scaled_fp8_quant` a torch fallback for a static per-tensor scale
+   (weight loading only: it is never on the decode path), after a probe at the first call finds the op broken.
+
+All are applied by `register`, a vLLM general plugin (entry point `vllm.general_plugins`, so every vLLM process
 in this environment loads it), and each switches itself off where the defect is gone.
 """
 
@@ -31,6 +39,7 @@ from pathlib import Path
 
 EXPAND_FIX_LOG = "llm-ladder: vLLM #55005 workaround"
 AOT_FIX_LOG = "llm-ladder: AOT compile cache load workaround"
+FP8_FIX_LOG = "llm-ladder: static FP8 quant CPU fallback"
 
 
 def _version(dist: str) -> tuple[int, int] | None:
@@ -89,6 +98,42 @@ def fixed_expand(original):
     return expand
 
 
+def static_fp8_quant(input, scale):
+    """FP8 e4m3 of `input` with one static scale, as `_C::static_scaled_fp8_quant` computes it on GPUs."""
+    import torch
+
+    finfo = torch.finfo(torch.float8_e4m3fn)
+    return (input.float() / scale.float()).clamp(finfo.min, finfo.max).to(torch.float8_e4m3fn)
+
+
+def static_fp8_works(impl) -> bool:
+    import torch
+
+    try:
+        out, _ = impl(torch.tensor([[1.0, -2.0]]), torch.tensor([1.0]))
+    except (RuntimeError, NotImplementedError):
+        return False
+    return torch.equal(out.float(), torch.tensor([[1.0, -2.0]]))
+
+
+def fixed_scaled_fp8_quant(original):
+    """`original`, or a torch fallback for a static per-tensor scale where a probe shows the op missing."""
+    log = logging.getLogger("vllm.llm_ladder")
+    state: dict[str, bool] = {}
+
+    def scaled_fp8_quant(input, scale=None, *args, **kwargs):
+        plain = not args and all(v is None for v in kwargs.values())  # no output buffer, padding or groups
+        per_tensor = plain and scale is not None and scale.numel() == 1
+        if not per_tensor:
+            return original(input, scale, *args, **kwargs)
+        if "broken" not in state:
+            state["broken"] = not static_fp8_works(original)
+            log.warning("%s: %s", FP8_FIX_LOG, "applied" if state["broken"] else "not needed (fixed here)")
+        return (static_fp8_quant(input, scale), scale) if state["broken"] else original(input, scale, **kwargs)
+
+    return scaled_fp8_quant
+
+
 def aot_load_fix() -> bool:
     """Give torch's bundled AOT artifact the `finalize_loading` vLLM calls on it; True if it lacked one."""
     try:
@@ -102,7 +147,8 @@ def aot_load_fix() -> bool:
 
 
 def register() -> None:
-    """vLLM general plugin: the AOT load fix, then the CPU fallback of `expand_kernel` wrapped (CPU only)."""
+    """vLLM general plugin: the AOT load fix, then (CPU only) `expand_kernel`'s fallback and `scaled_fp8_quant`
+    wrapped."""
     if aot_load_fix():
         logging.getLogger("vllm.llm_ladder").info("%s: applied", AOT_FIX_LOG)
     try:
@@ -110,8 +156,13 @@ def register() -> None:
         from vllm.utils import cpu_triton_utils
     except ImportError:
         return
-    if not current_platform.is_cpu() or getattr(cpu_triton_utils._expand_kernel_impl, "ladder_fix", False):
+    if not current_platform.is_cpu():
         return
-    wrapped = fixed_expand(cpu_triton_utils._expand_kernel_impl)
-    wrapped.ladder_fix = True  # type: ignore[attr-defined]
-    cpu_triton_utils._expand_kernel_impl = wrapped
+    from vllm import _custom_ops
+
+    for module, name, fix in ((cpu_triton_utils, "_expand_kernel_impl", fixed_expand),
+                              (_custom_ops, "scaled_fp8_quant", fixed_scaled_fp8_quant)):  # fmt: skip
+        if not getattr(getattr(module, name), "ladder_fix", False):
+            wrapped = fix(getattr(module, name))
+            wrapped.ladder_fix = True  # type: ignore[attr-defined]
+            setattr(module, name, wrapped)
