@@ -3,6 +3,7 @@
 #   bash scripts/install.sh            # the tool + vLLM's CPU build + the embedded default model
 #   bash scripts/install.sh cpu,test   # ... plus the test tools
 #   bash scripts/install.sh gpu        # the tool + vLLM (CUDA)
+#   bash scripts/install.sh cpu,llamacpp  # ... plus llama.cpp built for this CPU (the second engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-cpu}"
@@ -22,5 +23,9 @@ if [[ ",$extras," == *",cpu,"* ]]; then
   # ("operator torchvision::nms does not exist") and then break transformers and vLLM imports.
   "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   "$venv/bin/python" -c 'import vllm, transformers' 2>/dev/null || { echo "error: vllm does not import in $venv" >&2; exit 1; }
+fi
+if [[ ",$extras," == *",llamacpp,"* ]]; then
+  # llama.cpp's programs, built for this CPU from a pinned source (once per CPU kind, 10-15 minutes on 2 cores)
+  "$venv/bin/ladder" engines install llama.cpp
 fi
 echo "installed llm-ladder[$extras] into $venv: run $venv/bin/ladder"

@@ -1,17 +1,6 @@
-import sys
-
 import pytest
 
-from llm_ladder.engines.vllm import VllmEngine
-
-
-class FakeVllm(VllmEngine):
-    """The vLLM adapter pointed at the scripted mock server instead of vLLM: everything but the model."""
-
-    name = "fake-vllm"
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(python=sys.executable, module="llm_ladder.mock_server", **kwargs)
+from llm_ladder.mock_engine import FakeVllm  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture

@@ -112,6 +112,9 @@ class Agreement(BaseModel):
     p99_kl: float
     same_top: float
     """Share of positions where both put the same token first."""
+    reference: str | None = None
+    """What the rung was compared with when it is not the baseline's prompt logprobs over HTTP (llama.cpp rungs:
+    the baseline model's F16 GGUF, by llama-perplexity)."""
 
     @computed_field
     @property

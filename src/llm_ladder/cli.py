@@ -17,12 +17,11 @@ from llm_ladder.cli_common import (
     app,
     console,
     fail,
-    import_engines,
     interrupt_on_sigterm,
     models_app,
 )
 from llm_ladder.cli_plan import machine_plan
-from llm_ladder.engines.base import EngineError, get_engine
+from llm_ladder.engines.base import EngineError, EngineSet
 from llm_ladder.models import ModelError, ModelStore, provenance
 from llm_ladder.plan import PlanError, describe_error, load_plan
 from llm_ladder.progress import ClimbProgress
@@ -52,15 +51,15 @@ def climb(
     from llm_ladder.measure import Sinks
     from llm_ladder.summary import per_workload_line, to_table
 
-    import_engines()
     try:
         the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(rung, trials)
         if resume and not RunDir.exists(resume):
             raise PlanError(f"--resume {resume}: no results.jsonl there to resume from")
-        engine = get_engine(the_plan.engine, **({"port": port} if port else {}))
-        engine.preflight()
+        engines = EngineSet(the_plan.engine, **({"port": port} if port else {}))
+        for name in {the_plan.engine_of(r) for r in the_plan.rungs}:
+            engines.get(name)  # preflight every engine the plan uses before anything starts
         run_path = resume or out or default_run_dir(the_plan.name)
-        climber = Climber(the_plan, RunDir(run_path), engine, ModelStore(models_dir), notify=console.print)
+        climber = Climber(the_plan, RunDir(run_path), engines, ModelStore(models_dir), notify=console.print)
         climber.prepare()  # every model exists (or is made) and every suite loads before any server starts
     except (PlanError, ModelError, EngineError, SuiteError) as err:
         fail(str(err))
@@ -332,6 +331,7 @@ def models_quantize(
         fail(str(err))
 
 
+import llm_ladder.cli_engines  # noqa: E402  (registers `engines list|install`)
 import llm_ladder.cli_plan  # noqa: E402  (registers `plan auto`)
 import llm_ladder.cli_serve  # noqa: E402, F401  (registers serve, smoke, ui, deploy, doctor after these)
 

@@ -51,8 +51,3 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def import_engines() -> None:
-    import llm_ladder.engines.vllm
-    import llm_ladder.engines.vllm_docker  # noqa: F401

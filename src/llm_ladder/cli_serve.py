@@ -18,7 +18,6 @@ from llm_ladder.cli_common import (
     app,
     console,
     fail,
-    import_engines,
     interrupt_on_sigterm,
 )
 from llm_ladder.engines.base import EngineError, get_engine
@@ -41,7 +40,6 @@ def serve(
     """Serve the recommended (or a named) rung with exactly the configuration that was measured; Ctrl-C stops it."""
     from llm_ladder.serve import choose, resolved, serve_until_stopped
 
-    import_engines()
     try:
         choice = choose(source, rung)
         engine = get_engine(choice.engine, port=port, host=host)

@@ -66,7 +66,9 @@ class RequestRecord(BaseModel):
         return self.completion_tokens / self.e2e_s
 
 
-def chat_body(model: str, workload: Workload, seed: int) -> dict[str, Any]:
+def chat_body(model: str, workload: Workload, seed: int, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A streaming chat request for `workload`; `extras` are the engine's additions (Engine.request_extras),
+    by default vLLM's `min_tokens`."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": workload.prompt}],
@@ -77,9 +79,9 @@ def chat_body(model: str, workload: Workload, seed: int) -> dict[str, Any]:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if workload.min_tokens:
-        body["min_tokens"] = workload.min_tokens  # vLLM extension: generation cannot stop before this
-    return body
+    if extras is None:
+        extras = {"min_tokens": workload.min_tokens} if workload.min_tokens else {}
+    return body | extras
 
 
 def _sse_payloads(line: str) -> dict[str, Any] | None:
@@ -273,11 +275,18 @@ class Streamer:
 
 
 async def stream_chat(
-    streamer: Streamer, base_url: str, model: str, workload: Workload, trial: int, seed: int
+    streamer: Streamer,
+    base_url: str,
+    model: str,
+    workload: Workload,
+    trial: int,
+    seed: int,
+    extras: dict[str, Any] | None = None,
 ) -> RequestRecord:
     """Send one streaming chat request for a workload; failures become a record with ok=False."""
     record = RequestRecord(workload=workload.name, trial=trial)
-    return await streamer.stream(f"{base_url}/v1/chat/completions", chat_body(model, workload, seed), record)
+    body = chat_body(model, workload, seed, extras)
+    return await streamer.stream(f"{base_url}/v1/chat/completions", body, record)
 
 
 def run_fast(main: Coroutine[Any, Any, Any]) -> Any:

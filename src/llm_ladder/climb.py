@@ -13,13 +13,13 @@ from pathlib import Path
 import psutil
 from pydantic import ValidationError
 
-from llm_ladder.agreement import agreement, load_positions, save_positions
+from llm_ladder.agreement import agreement, eval_chunks, load_positions, save_positions
 from llm_ladder.client import RequestRecord
-from llm_ladder.engines.base import Engine, EngineError, Server
+from llm_ladder.engines.base import Engine, EngineError, EngineSet, Server
 from llm_ladder.engines.process import log_tail
 from llm_ladder.evaluation import load_suites, scores
 from llm_ladder.hardware import detect
-from llm_ladder.measure import Sinks, WorkloadResult, measure_server
+from llm_ladder.measure import Sinks, Target, WorkloadResult, measure_server
 from llm_ladder.models import ModelStore, provenance
 from llm_ladder.plan import Plan, PlanError, Rung, describe_error
 from llm_ladder.prompts import BenchRequest
@@ -74,14 +74,14 @@ def public_config(rung: Rung) -> dict[str, object]:
     return config
 
 
-def _weights_gib(server: Server, rung: Rung) -> float | None:
+def _weights_gib(server: Server, rung: Rung, engine: Engine) -> float | None:
     """Weights in memory as vLLM logged them, else the checkpoint's size on disk; None when neither is true,
     as for online quantization (the checkpoint is 16-bit, the weights in memory are not)."""
     if server.startup.weights_gib is not None:
         return server.startup.weights_gib
     path = Path(rung.model)
-    files = list(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files or (rung.quantization and "quantization_config" not in (path / "config.json").read_text()):
+    files = list(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".gguf" else []
+    if not files or (engine.quantizes_online(rung) and "quantization_config" not in (path / "config.json").read_text()):
         return None
     return sum(f.stat().st_size for f in files) / GIB
 
@@ -98,8 +98,11 @@ def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[
 class Climber:
     """Runs a plan rung by rung into a run directory; one rung's failure does not stop the others."""
 
-    def __init__(self, plan: Plan, run_dir: RunDir, engine: Engine, store: ModelStore, notify: Notify) -> None:
-        self.plan, self.run_dir, self.engine, self.store, self.notify = plan, run_dir, engine, store, notify
+    def __init__(
+        self, plan: Plan, run_dir: RunDir, engines: Engine | EngineSet, store: ModelStore, notify: Notify
+    ) -> None:
+        self.plan, self.run_dir, self.store, self.notify = plan, run_dir, store, notify
+        self.engines = engines if isinstance(engines, EngineSet) else EngineSet(engines)
         self.summary: RunSummary | None = None
         """The summary so far: complete after `run`, partial if it was interrupted."""
         self.rungs: dict[str, Rung] | None = None
@@ -110,7 +113,11 @@ class Climber:
     def prepare(self) -> None:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
         SuiteError naming what is wrong."""
-        self.rungs = resolve_models(self.plan, self.store)
+        resolved = resolve_models(self.plan, self.store)
+        self.rungs = {
+            name: self.engines.get(self.plan.engine_of(rung)).prepare(rung, self.notify)
+            for name, rung in resolved.items()
+        }
         self.suites = load_suites(self.plan.suites)
         self.bandwidth = host_bandwidth(self.plan.memory_bandwidth_gbs)  # before any engine competes for memory
         if self.plan.load is not None:
@@ -170,7 +177,9 @@ class Climber:
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
         before = Snapshot()
         try:
-            server = self.engine.start(rung, rung.model, self.run_dir.path)
+            engine = self.engines.get(self.plan.engine_of(rung))
+            result.engine = engine.name
+            server = engine.start(rung, rung.model, self.run_dir.path)
         except EngineError as err:
             result.error, result.log_tail = str(err), err.log_tail
             self.notify(f"[red]{rung.name}: {err}[/red]")
@@ -182,7 +191,7 @@ class Climber:
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
         try:
-            self._measure(rung, server, result, sinks or Sinks())
+            self._measure(engine, rung, server, result, sinks or Sinks())
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise
@@ -193,10 +202,25 @@ class Climber:
             result.log_tail = log_tail(server.log_path)
         finally:
             result.memory = sampler.stop()
-            self._stop(server, result, before)
+            self._stop(engine, server, result, before)
+            self._offline_agreement(engine, rung, result)
             self._record(result)
         self._report(result)
         return result
+
+    def _offline_agreement(self, engine: Engine, rung: Rung, result: RungResult) -> None:
+        """Agreement for engines without prompt logprobs, measured with the server stopped."""
+        if result.status != "ok" or not self.plan.agreement.enabled or engine.capabilities.prompt_logprobs:
+            return
+        assert self.rungs is not None
+        baseline = self.rungs[self.plan.baseline.name].model
+        text = self.run_dir.path / "logprobs" / "eval_text.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text("\n\n".join(eval_chunks(self.plan.agreement.text, self.plan.agreement.chunk_chars)))
+        try:
+            result.agreement = engine.offline_agreement(rung, baseline, text, text.parent)
+        except EngineError as err:
+            result.agreement_error = str(err)
 
     def logprobs_path(self, rung: str) -> Path:
         return self.run_dir.path / "logprobs" / f"{rung}.json"
@@ -255,8 +279,8 @@ class Climber:
             self.summary.rungs.append(result)
         return result
 
-    def _measure(self, rung: Rung, server: Server, result: RungResult, sinks: Sinks) -> None:
-        checks = [f"FAIL: {p}" for p in self.engine.verify(rung, server)] or ["ok: engine log matches the config"]
+    def _measure(self, engine: Engine, rung: Rung, server: Server, result: RungResult, sinks: Sinks) -> None:
+        checks = [f"FAIL: {p}" for p in engine.verify(rung, server)] or ["ok: engine log matches the config"]
         items_path = self.items_path(rung.name)
         items_path.unlink(missing_ok=True)  # a rung measured again (resume) starts its items afresh
 
@@ -268,7 +292,8 @@ class Climber:
             append_item(items_path, i)
             sinks.on_item(i)
 
-        measured = measure_server(server.base_url, server.model_name, self.plan, self.suites, Sinks(record, item))
+        target = Target(server.base_url, server.model_name, engine)
+        measured = measure_server(target, self.plan, self.suites, Sinks(record, item))
         workloads = measured.workloads
         result.workloads = {name: r.stats for name, r in workloads.items()}
         result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
@@ -281,8 +306,9 @@ class Climber:
             result.load = run_sweep(server.base_url, server.model_name, requests, opts, out, sinks.on_load)
         result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
-        result.weights_gib = _weights_gib(server, rung)
-        result.roofline = self._rooflines(rung, result)
+        result.weights_gib = _weights_gib(server, rung, engine)
+        result.weights_detail = engine.describe_weights(rung)
+        result.roofline = self._rooflines(rung, result, engine.kv_cache_bytes(rung))
         errors = sum(s.errors for s in result.workloads.values()) + sum(s.errors for s in result.suites.values())
         if (code := server.process.exit_code) is not None:
             result.verification.append(f"FAIL: engine exited with code {code} while being measured")
@@ -293,15 +319,14 @@ class Climber:
         else:
             result.status = "ok"
 
-    def _rooflines(self, rung: Rung, result: RungResult) -> list[Roofline]:
+    def _rooflines(self, rung: Rung, result: RungResult, kv_bytes: int) -> list[Roofline]:
         steps = {name: s.mean_acceptance_length for name, s in result.spec.items() if s.mean_acceptance_length}
-        kv_bytes = 1 if "fp8" in (rung.kv_cache_dtype or "") else 2
         config = model_config(rung.model)
         assert self.bandwidth is not None
         return workload_rooflines(result.workloads, result.weights_gib, config, self.bandwidth, steps, kv_bytes)
 
-    def _stop(self, server: Server, result: RungResult, before: Snapshot) -> None:
-        stop = self.engine.stop(server)
+    def _stop(self, engine: Engine, server: Server, result: RungResult, before: Snapshot) -> None:
+        stop = engine.stop(server)
         memory = result.memory
         before.record_after(memory)
         if unreleased := memory.unreleased(RELEASE_TOLERANCE_GIB):

@@ -109,7 +109,7 @@ def _gpu_memory(pynvml, index: int, utilization: float) -> Check:
 
 def utilization(plan: Plan | None) -> float:
     """The largest share of GPU memory a rung of the plan asks vLLM for (vLLM's default 0.9)."""
-    return max((r.gpu_memory_utilization or 0.9 for r in plan.rungs), default=0.9) if plan else 0.9
+    return max((r.args.get("gpu_memory_utilization") or 0.9 for r in plan.rungs), default=0.9) if plan else 0.9
 
 
 def host_memory(plan: Plan | None = None) -> Check:
@@ -175,10 +175,28 @@ def _model(model: str, store: ModelStore) -> Check:
     return Check(name=name, status="warn", message="not in the Hugging Face cache: vLLM downloads it at first start")
 
 
+def llamacpp(needed: bool) -> Check:
+    """The llama-server a llama.cpp rung would run: where it is, its version, and the CPU features it was built
+    with (its build keys; see llamacpp_build.py)."""
+    from llm_ladder.engines.base import EngineError
+    from llm_ladder.engines.llamacpp import find_binary, version
+    from llm_ladder.engines.llamacpp_build import build_dir, isa_key
+
+    try:
+        binary = find_binary("llama-server")
+    except EngineError as err:
+        return Check(name="llama.cpp", status="fail" if needed else "skip", message=str(err))
+    ours = binary.parent.parent == build_dir()
+    built = f"built by ladder for this CPU ({isa_key()})" if ours else "not built by ladder"
+    return Check(name="llama.cpp", status="ok", message=f"{binary}: {version(binary)}; {built}")
+
+
 def diagnose(plan: Plan | None, store: ModelStore) -> list[Check]:
     in_docker = plan is not None and plan.engine.endswith("docker")
+    uses_llamacpp = plan is not None and any(plan.engine_of(r) == "llama.cpp" for r in plan.rungs)
     steps: list[Callable[[], Check | list[Check]]] = [
         versions,
+        lambda: llamacpp(uses_llamacpp),
         lambda: docker(in_docker),
         lambda: gpus(plan),
         lambda: host_memory(plan),

@@ -12,6 +12,7 @@ import httpx
 from llm_ladder.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
 from llm_ladder.client import RequestRecord, Streamer, stream_chat
 from llm_ladder.energy import EnergySource, open_energy_source
+from llm_ladder.engines.base import Capabilities, Engine
 from llm_ladder.evaluation import run_suites
 from llm_ladder.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
 from llm_ladder.plan import Plan, Workload
@@ -20,13 +21,15 @@ from llm_ladder.suites import ItemResult, Suite
 REQUEST_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=10.0)
 
 
-async def scrape_spec(http: httpx.AsyncClient, base_url: str) -> SpecStats | None:
-    """Spec counters from /metrics; None when the server exposes no metrics endpoint."""
+async def scrape_spec(http: httpx.AsyncClient, base_url: str, prefix: str | None = "vllm:") -> SpecStats | None:
+    """Spec counters from /metrics (names after `prefix`); None when the server or its engine exposes none."""
+    if prefix is None:
+        return None
     try:
         resp = await http.get(f"{base_url}/metrics")
     except httpx.HTTPError:
         return None
-    return parse_spec_counters(resp.text) if resp.status_code == 200 else None
+    return parse_spec_counters(resp.text, prefix) if resp.status_code == 200 else None
 
 
 @dataclass
@@ -36,28 +39,49 @@ class WorkloadResult:
     spec: SpecStats | None
 
 
+@dataclass
+class Target:
+    """The server being measured, and what its engine can do (None: an OpenAI server of unknown kind, sent
+    vLLM's extensions)."""
+
+    base_url: str
+    model: str
+    engine: Engine | None = None
+
+    @property
+    def caps(self) -> Capabilities:
+        from llm_ladder.engines.vllm import VllmEngine
+
+        return (self.engine or VllmEngine).capabilities
+
+    def extras(self, workload: Workload) -> dict | None:
+        return self.engine.request_extras(workload) if self.engine else None
+
+
 async def _run_workload(
     http: httpx.AsyncClient,
     streamer: Streamer,
-    base_url: str,
-    model: str,
+    target: Target,
     workload: Workload,
     trials: int,
     on_record: Callable[[RequestRecord], None],
     score: bool = False,
     energy: EnergySource | None = None,
 ) -> WorkloadResult:
-    before = await scrape_spec(http, base_url)
+    base_url, model = target.base_url, target.model
+    prefix = target.caps.spec_metrics
+    before = await scrape_spec(http, base_url, prefix)
     joules = energy.joules() if energy else None
     records = []
     for trial in range(trials):
-        record = await stream_chat(streamer, base_url, model, workload, trial, seed=workload.seed + trial)
+        seed = workload.seed + trial
+        record = await stream_chat(streamer, base_url, model, workload, trial, seed, target.extras(workload))
         on_record(record)
         records.append(record)
     joules = energy.joules() - joules if energy and joules is not None else None
-    after = await scrape_spec(http, base_url)
+    after = await scrape_spec(http, base_url, prefix)
     spec = after - before if before is not None and after is not None else None
-    if score:  # after the counters are read: scoring requests must not count as the workload's drafts
+    if score and target.caps.prompt_logprobs:  # after the counters: scoring must not count as the workload's drafts
         for record in records:
             if record.ok and record.text.strip():
                 positions = await prompt_logprobs(http, base_url, model, [record.text], k=1)
@@ -109,34 +133,34 @@ class Sinks:
 
 
 async def _measure(
-    base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks, energy: EnergySource | None
+    target: Target, plan: Plan, suites: list[Suite], sinks: Sinks, energy: EnergySource | None
 ) -> Measured:
-    on_record = sinks.on_record
+    base_url, model, on_record = target.base_url, target.model, sinks.on_record
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http, Streamer() as streamer:
         for i in range(plan.warmup_requests):
             warm = plan.workloads[0]
-            record = await stream_chat(streamer, base_url, model, warm, trial=-1 - i, seed=warm.seed)
+            record = await stream_chat(streamer, base_url, model, warm, -1 - i, warm.seed, target.extras(warm))
             if not record.ok:
                 raise RuntimeError(f"warmup request failed: {record.error}")
         spec = plan.agreement
         score = spec.enabled and spec.score_outputs
         workloads = {
-            w.name: await _run_workload(http, streamer, base_url, model, w, plan.trials, on_record, score, energy)
+            w.name: await _run_workload(http, streamer, target, w, plan.trials, on_record, score, energy)
             for w in plan.workloads
         }
-        chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled else []
+        chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled and target.caps.prompt_logprobs else []
         positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
         items = await run_suites(http, base_url, model, suites, plan.suites, sinks.on_item)
         return Measured(workloads, positions, items)
 
 
-def measure_server(base_url: str, model: str, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
+def measure_server(target: Target, plan: Plan, suites: list[Suite], sinks: Sinks) -> Measured:
     """Warm up (not counted), run each workload `plan.trials` times one request at a time, read the prompt
     logprobs of the evaluation text, then answer the task suites (greedy, several items in flight). Energy per
     output token is read around each workload where the host has a counter."""
     energy = open_energy_source()
     try:
-        return asyncio.run(_measure(base_url, model, plan, suites, sinks, energy))
+        return asyncio.run(_measure(target, plan, suites, sinks, energy))
     finally:
         if energy is not None:
             energy.close()

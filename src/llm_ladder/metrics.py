@@ -93,10 +93,12 @@ def summarize(records: Sequence[RequestRecord]) -> WorkloadStats:
 
 
 SPEC_COUNTERS = {
-    "vllm:spec_decode_num_drafts": "drafts",
-    "vllm:spec_decode_num_draft_tokens": "draft_tokens",
-    "vllm:spec_decode_num_accepted_tokens": "accepted_tokens",
+    "spec_decode_num_drafts": "drafts",
+    "spec_decode_num_draft_tokens": "draft_tokens",
+    "spec_decode_num_accepted_tokens": "accepted_tokens",
 }
+"""Counter names after the engine's prefix (Capabilities.spec_metrics): vLLM's `vllm:` and llama.cpp's
+`llamacpp:` use the same ones."""
 
 
 class SpecStats(BaseModel):
@@ -122,11 +124,12 @@ class SpecStats(BaseModel):
         return SpecStats(**{k: getattr(self, k) + getattr(other, k) for k in SpecStats.model_fields})
 
 
-def parse_spec_counters(metrics_text: str) -> SpecStats:
-    """Sum the spec-decode counters over all label sets (one per engine / model)."""
+def parse_spec_counters(metrics_text: str, prefix: str = "vllm:") -> SpecStats:
+    """Sum the spec-decode counters named `prefix` + SPEC_COUNTERS over all label sets (one per engine / model)."""
     totals = dict.fromkeys(SPEC_COUNTERS.values(), 0.0)
     for family in text_string_to_metric_families(metrics_text):
-        key = SPEC_COUNTERS.get(family.name.removesuffix("_total"))
+        name = family.name.removesuffix("_total")
+        key = SPEC_COUNTERS.get(name.removeprefix(prefix)) if name.startswith(prefix) else None
         if key is None:
             continue
         for sample in family.samples:

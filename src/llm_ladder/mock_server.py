@@ -45,6 +45,8 @@ class Script:
     """When set, /v1/* requests need `Authorization: Bearer <api_key>` (as `vllm serve --api-key`)."""
     reply_prefix: str = ""
     """Prepended to every non-streaming answer (a lossy speculation, when only the speculative rung has it)."""
+    metrics_prefix: str = "vllm:"
+    """Prefix of the spec-decode counters in /metrics (`llamacpp:` for a fake llama-server)."""
     jitter_ms: float = 0.0
     """Each delay is drawn uniformly from [d - jitter, d + jitter] (never below 0)."""
     error_rate: float = 0.0
@@ -306,6 +308,7 @@ def _stream(
 
 
 def _metrics(state: _State) -> str:
+    prefix = state.script.metrics_prefix
     lines = []
     for name, value in (
         ("num_drafts", state.drafts),
@@ -313,8 +316,8 @@ def _metrics(state: _State) -> str:
         ("num_accepted_tokens", state.accepted),
     ):
         lines += [
-            f"# TYPE vllm:spec_decode_{name} counter",
-            f'vllm:spec_decode_{name}_total{{engine="0"}} {value}',
+            f"# TYPE {prefix}spec_decode_{name} counter",
+            f'{prefix}spec_decode_{name}_total{{engine="0"}} {value}',
         ]
     return "\n".join(lines) + "\n"
 
@@ -377,7 +380,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spec-diverges", action="store_true", help="with --speculative-config: change greedy answers")
     p.add_argument("--reply", default=None, help="the answer to every non-streaming chat request")
     p.add_argument("--gpu-gib", type=float, default=0, help="hold this much GPU memory (torch, CUDA) while serving")
+    p.add_argument("--metrics-prefix", default="vllm:", help="spec counters as `llamacpp:` for a fake llama-server")
+    p.add_argument("--say", action="append", default=[], help="a line to print at startup (a fake engine's log)")
     args, _vllm_flags = p.parse_known_args(argv)
+    for line in args.say:
+        print(line, flush=True)
     held = _hold_gpu_memory(args.gpu_gib) if args.gpu_gib else None  # noqa: F841  (kept alive while serving)
     print("INFO Loading weights took 0.25 seconds", flush=True)
     print("INFO Model loading took 0.13 GiB memory and 0.5 seconds", flush=True)
@@ -398,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         spec_drafts_per_token=args.spec_drafts,
         reply=args.reply,
         reply_prefix="diverged " if args.spec_diverges and args.speculative_config else "",
+        metrics_prefix=args.metrics_prefix,
     )
     with MockServer(script, port=args.port):
         print("INFO Application startup complete.", flush=True)

@@ -31,14 +31,8 @@ EDIT_PROMPT = (
 )
 """An edit task: the answer copies most of its prompt, which is where n-gram / suffix speculation wins for real
 (drafts come from the prompt and are accepted because the text is being copied, not because it loops)."""
-SETTINGS_NOT_AFFECTING_OUTPUT = {
-    "name",
-    "served_name",
-    "speculative",
-    "expect_log",
-    "startup_timeout_s",
-    "trust_remote_code",
-}
+SETTINGS_NOT_AFFECTING_OUTPUT = {"name", "served_name", "speculative", "expect_log", "startup_timeout_s"}
+ARGS_NOT_AFFECTING_OUTPUT = {"trust_remote_code"}
 SPEC_METHODS = {"ngram", "draft_model", "eagle", "eagle3", "medusa", "mtp", "suffix"}
 
 
@@ -161,31 +155,35 @@ class QualityBudget(Strict):
 
 
 class Rung(Strict):
-    """One engine configuration. Fields map one-to-one to vLLM flags; `extra_args` passes the rest as-is."""
+    """One engine configuration: a portable core, and `args` the engine validates (engines/*: `Args` models).
+
+    In YAML a rung is flat: keys that are not core fields (vLLM's `dtype`, llama.cpp's `threads`, ...) are the
+    engine's args, checked against the rung's engine when the plan loads."""
 
     name: str
     model: str
     served_name: str | None = None
-    dtype: str | None = None
-    quantization: str | None = None
-    kv_cache_dtype: str | None = None
-    max_model_len: int | None = Field(default=None, gt=0)
-    max_num_seqs: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    tensor_parallel_size: int | None = Field(default=None, ge=1)
-    pipeline_parallel_size: int | None = Field(default=None, ge=1)
-    distributed_executor_backend: Literal["mp", "ray", "uni", "external_launcher"] | None = None
-    """Beyond one GPU: `ray` spans several nodes (start the Ray cluster first, as vLLM's docs show)."""
-    enforce_eager: bool = False
-    trust_remote_code: bool = False
+    engine: str | None = None
+    """This rung's engine when it differs from the plan's: one plan can compare engines."""
     speculative: dict[str, Any] | None = None
-    hf_overrides: dict[str, Any] | None = None
-    """Passed as --hf-overrides; e.g. a torchao config for online quantization (quantization: torchao)."""
+    """Speculation intent, vLLM's vocabulary (`method`, `num_speculative_tokens`, `model`, ...): vLLM takes it
+    as is, other engines translate it."""
     env: dict[str, str] = Field(default_factory=dict)
     extra_args: list[str] = Field(default_factory=list)
     expect_log: list[str] = Field(default_factory=list)
     """Regexes that must all appear in the engine log: proof that the rung really runs as labelled."""
     startup_timeout_s: float = Field(default=900, gt=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Engine-specific settings (flat keys in YAML), validated by the engine's `Args` model."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_args(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        core = set(cls.model_fields) - {"args"}
+        args = dict(data.get("args") or {}) | {k: v for k, v in data.items() if k not in core and k != "args"}
+        return {k: v for k, v in data.items() if k in core} | {"args": args}
 
     @field_validator("name")
     @classmethod
@@ -263,6 +261,29 @@ class Plan(Strict):
         return self
 
     @model_validator(mode="after")
+    def _engine_args(self) -> Plan:
+        """Each rung's args through its engine's `Args` model (unknown keys and bad values are errors here, not
+        when the rung starts); stored back in the normalized form."""
+        from llm_ladder.engines.base import EngineError, engine_class
+
+        rungs = []
+        for i, rung in enumerate(self.rungs):
+            try:
+                engine = engine_class(rung.engine or self.engine)
+            except EngineError as err:
+                raise ValueError(f"rungs.{i} ({rung.name}): {err}") from None
+            try:
+                args = engine.validate_args(rung.args)
+            except EngineError as err:
+                raise ValueError(f"rungs.{i}.{err}") from None
+            rungs.append(rung.model_copy(update={"args": args}))
+        object.__setattr__(self, "rungs", tuple(rungs))
+        return self
+
+    def engine_of(self, rung: Rung) -> str:
+        return rung.engine or self.engine
+
+    @model_validator(mode="after")
     def _objective_has_its_workload(self) -> Plan:
         if self.objective.startswith("decode_tps_"):
             needed = self.objective.removeprefix("decode_tps_")
@@ -292,7 +313,8 @@ class Plan(Strict):
         its greedy answers token for token."""
 
         def key(r: Rung) -> dict[str, Any]:
-            return r.model_dump(exclude=SETTINGS_NOT_AFFECTING_OUTPUT)
+            args = {k: v for k, v in r.args.items() if k not in ARGS_NOT_AFFECTING_OUTPUT}
+            return r.model_dump(exclude=SETTINGS_NOT_AFFECTING_OUTPUT | {"args"}) | {"args": args}
 
         return next((r for r in self.rungs if r.speculative is None and key(r) == key(rung)), None)
 

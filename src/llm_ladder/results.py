@@ -45,12 +45,16 @@ class RungResult(BaseModel):
     status: Literal["ok", "failed"]
     model: str
     model_path: str | None = None
+    engine: str | None = None
+    """The engine that served it (a plan can mix engines); None in results from before engines were recorded."""
     config: dict[str, Any]
     command: list[str] = []
     startup: StartupStages | None = None
     workloads: dict[str, WorkloadStats] = {}
     memory: MemoryStats | None = None
     weights_gib: float | None = None
+    weights_detail: str | None = None
+    """What the weights really are where the label does not say it all (a GGUF's tensor types)."""
     spec: dict[str, SpecSummary] = {}
     """Spec-decode counters per workload (absent for rungs without speculation)."""
     verification: list[str] = []

@@ -44,7 +44,8 @@ def from_run(run_dir: Path, name: str | None) -> Choice:
     if result is None:
         raise PlanError(f"{run_dir} has no rung {wanted!r} (it has: {', '.join(r.name for r in summary.rungs)})")
     why = "recommended by the climb" if name is None else "named"
-    return Choice(_unmask(Rung.model_validate(result.config)), summary.engine, f"{why}, from {run_dir}")
+    rung = _unmask(Rung.model_validate(result.config))
+    return Choice(rung, rung.engine or result.engine or summary.engine, f"{why}, from {run_dir}")
 
 
 def from_plan(plan: Plan, name: str | None) -> Choice:
@@ -53,7 +54,7 @@ def from_plan(plan: Plan, name: str | None) -> Choice:
     rung = next((r for r in plan.rungs if r.name == name), None)
     if rung is None:
         raise PlanError(f"plan {plan.name!r} has no rung {name!r} (it has: {', '.join(r.name for r in plan.rungs)})")
-    return Choice(rung, plan.engine, f"from plan {plan.name}")
+    return Choice(rung, plan.engine_of(rung), f"from plan {plan.name}")
 
 
 def choose(source: str | None, name: str | None) -> Choice:

@@ -90,9 +90,14 @@ def _notes(summary: RunSummary) -> list[str]:
         for name, spec in r.spec.items():
             if spec.draft_tokens and not spec.accepted_tokens:
                 notes.append(
-                    f"- **{r.name}** `{name}`: vLLM rejected all {spec.draft_tokens:.0f} drafted tokens; "
+                    f"- **{r.name}** `{name}`: the engine rejected all {spec.draft_tokens:.0f} drafted tokens; "
                     "speculation only costs time here."
                 )
+        if r.weights_detail:
+            notes.append(f"- **{r.name}** weights: {r.weights_detail}")
+        notes += [f"- **{r.name}** startup: {note}" for note in (r.startup.notes if r.startup else [])]
+        if r.agreement and r.agreement.reference:
+            notes.append(f"- **{r.name}** agreement measured against {r.agreement.reference}")
         for name, stats in r.workloads.items():
             if stats.degenerate:
                 notes.append(
@@ -266,26 +271,37 @@ def per_workload_line(summary: RunSummary) -> str:
     return "Fastest inside the budget per workload: " + ", ".join(parts) + "."
 
 
-def calibration_pairs(summary: RunSummary) -> list[tuple[RungResult, RungResult]]:
-    """(round-to-nearest, calibrated) rungs: the same scheme with and without `-gptq` on the model name."""
+REFINEMENTS = {"-gptq": "calibrated", "-mixed": "mixed precision"}
+"""Model-name suffixes of a round-to-nearest scheme refined (quantize.SCHEMES), and what the refinement is."""
+
+
+def refinement_pairs(summary: RunSummary) -> list[tuple[RungResult, RungResult, str]]:
+    """(round-to-nearest, refined, how) rungs: the same scheme with and without a refinement suffix on the model."""
     by_model = {r.model: r for r in summary.rungs if r.status == "ok"}
-    return [(by_model[r.model.removesuffix("-gptq")], r) for r in by_model.values()
-            if r.model.endswith("-gptq") and r.model.removesuffix("-gptq") in by_model]  # fmt: skip
+    return [(by_model[r.model.removesuffix(suffix)], r, how) for r in by_model.values()
+            for suffix, how in REFINEMENTS.items()
+            if r.model.endswith(suffix) and r.model.removesuffix(suffix) in by_model]  # fmt: skip
+
+
+def refinement_facts(summary: RunSummary) -> list[str]:
+    """What calibration or mixed precision bought: KL, same top token and speed against the RTN twin, one
+    plain sentence per refined rung."""
+    facts = []
+    for rtn, ref, how in refinement_pairs(summary):
+        if not (rtn.agreement and ref.agreement):
+            continue
+        a, b = rtn.agreement, ref.agreement
+        speed = [(w, rtn.decode_tps(w), ref.decode_tps(w)) for w in ("long",) if rtn.decode_tps(w)]
+        tps = "".join(f", decode {w} {x:.1f} → {y:.1f} tok/s" for w, x, y in speed if y)
+        facts.append(f"{ref.name} ({how}) against {rtn.name} (round-to-nearest): mean KL "
+                     f"{a.mean_kl:.4f} → {b.mean_kl:.4f}, same top token {a.same_top:.1%} → {b.same_top:.1%}, "
+                     f"perplexity ratio {a.perplexity_ratio:.3f} → {b.perplexity_ratio:.3f}{tps}")  # fmt: skip
+    return facts
 
 
 def calibration_lines(summary: RunSummary) -> list[str]:
-    """What calibration bought: KL, same top token and speed of the calibrated rung against its RTN twin."""
-    lines = []
-    for rtn, cal in calibration_pairs(summary):
-        if not (rtn.agreement and cal.agreement):
-            continue
-        a, b = rtn.agreement, cal.agreement
-        speed = [(w, rtn.decode_tps(w), cal.decode_tps(w)) for w in ("long",) if rtn.decode_tps(w)]
-        tps = "".join(f", decode {w} {x:.1f} → {y:.1f} tok/s" for w, x, y in speed if y)
-        lines.append(f"- **{cal.name}** (calibrated) against **{rtn.name}** (round-to-nearest): mean KL "
-                     f"{a.mean_kl:.4f} → {b.mean_kl:.4f}, same top token {a.same_top:.1%} → {b.same_top:.1%}, "
-                     f"perplexity ratio {a.perplexity_ratio:.3f} → {b.perplexity_ratio:.3f}{tps}")  # fmt: skip
-    return ["", "## What calibration bought", "", *lines] if lines else []
+    facts = refinement_facts(summary)
+    return ["", "## What calibration and mixed precision bought", "", *(f"- {f}" for f in facts)] if facts else []
 
 
 def selection_lines(summary: RunSummary) -> list[str]:

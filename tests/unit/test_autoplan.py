@@ -78,12 +78,12 @@ def test_amx_climbs_rtn_and_calibrated_int8_int4_on_the_q4_1_grid_and_ngram(stor
     plan = plan_for(SAPPHIRE, store)
     assert [r.name for r in plan.rungs] == ["bf16", "int8-rtn", "int8", "int4", "int4-ngram"]
     assert [r.model for r in plan.rungs[1:3]] == ["smollm2-135m-instruct-w8a8", "smollm2-135m-instruct-w8a8-gptq"]
-    int4 = json.loads(plan.rung("int4").hf_overrides["quantization_config_dict_json"])
+    int4 = json.loads(plan.rung("int4").args["hf_overrides"]["quantization_config_dict_json"])
     assert int4["_data"]["group_size"] == 32 and int4["_data"]["layout"]["_type"] == "Int4CPULayout"
     assert plan.rung("int4-ngram").speculative["method"] == "ngram"
     assert plan.without_speculation(plan.rung("int4-ngram")).name == "int4"  # greedy identity has its reference
     assert not choices(plan)["fp8"][0] and "static_scaled_fp8_quant" in choices(plan)["fp8"][1]
-    assert plan.rung("bf16").dtype == "bfloat16"
+    assert plan.rung("bf16").args["dtype"] == "bfloat16"
 
 
 def test_avx2_without_vnni_leaves_int8_out_and_measures_the_baseline_dtype(store):
@@ -95,7 +95,7 @@ def test_avx2_without_vnni_leaves_int8_out_and_measures_the_baseline_dtype(store
 
     plan = plan_for(AVX2, store, timer)
     assert [r.name for r in plan.rungs] == ["fp32", "int4", "int4-ngram"]
-    assert plan.baseline.dtype == "float32" and plan.rung("int4").dtype == "float32"
+    assert plan.baseline.args["dtype"] == "float32" and plan.rung("int4").args["dtype"] == "float32"
     assert {d for d, _ in timed} == {"bfloat16", "float32"}
     included, reason = choices(plan)["fp32"]
     assert included
@@ -151,7 +151,7 @@ def test_gpu_classes(store, name, cap, rungs):
 def test_unknown_model_on_blackwell_quantizes_fp8_online_and_says_why_no_fp4(store):
     plan = plan_for(SAPPHIRE, store, gpu=FakeNvml("NVIDIA B200", (10, 0)), model="org/other-7b")
     assert [r.name for r in plan.rungs] == ["bf16", "fp8", "fp8-ngram"]
-    assert plan.rung("fp8").quantization == "fp8"
+    assert plan.rung("fp8").args["quantization"] == "fp8"
     assert "no NVFP4 checkpoint known" in choices(plan)["fp4"][1]
 
 
@@ -176,12 +176,13 @@ def test_the_shipped_default_plan_is_what_auto_picks_on_amx(store):
     from llm_ladder.plan import load_plan
 
     def key(r):
-        return r.model_dump(include={"name", "model", "dtype", "quantization", "hf_overrides", "speculative"})
+        settings = {k: r.args.get(k) for k in ("dtype", "quantization")}
+        return r.model_dump(include={"name", "model", "speculative"}) | settings
 
-    shipped = load_plan("smollm2-cpu")
-    hf = [json.loads(r.hf_overrides["quantization_config_dict_json"]) for r in shipped.rungs if r.hf_overrides]
-    auto = plan_for(SAPPHIRE, store)
-    hf_auto = [json.loads(r.hf_overrides["quantization_config_dict_json"]) for r in auto.rungs if r.hf_overrides]
-    assert hf == hf_auto
-    strip = lambda r: {k: v for k, v in key(r).items() if k != "hf_overrides"}  # noqa: E731
-    assert [strip(r) for r in shipped.rungs] == [strip(r) for r in auto.rungs]
+    def torchao(plan):
+        hf = (r.args.get("hf_overrides") for r in plan.rungs)
+        return [json.loads(h["quantization_config_dict_json"]) for h in hf if h]
+
+    shipped, auto = load_plan("smollm2-cpu"), plan_for(SAPPHIRE, store)
+    assert torchao(shipped) == torchao(auto)
+    assert [key(r) for r in shipped.rungs] == [key(r) for r in auto.rungs]

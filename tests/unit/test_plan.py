@@ -39,7 +39,9 @@ def test_thor_plan_matches_the_workshop():
         "model": "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B",
         "num_speculative_tokens": 5,
     }
-    assert all(r.gpu_memory_utilization and r.max_model_len and r.max_num_seqs for r in plan.rungs)
+    assert all(
+        r.args["gpu_memory_utilization"] and r.args["max_model_len"] and r.args["max_num_seqs"] for r in plan.rungs
+    )
 
 
 def test_gpt_oss_plan_sets_offline_tiktoken():
@@ -55,7 +57,7 @@ def test_defaults_merge_under_rung_values():
             rungs=[{"name": "a", "model": "m/x", "dtype": "half"}],
         )
     )
-    assert plan.rungs[0].max_model_len == 1024 and plan.rungs[0].dtype == "half"
+    assert plan.rungs[0].args == {"max_model_len": 1024, "dtype": "half"}
 
 
 def test_default_workloads_are_the_workshop_prompt_a_long_one_and_an_edit():

@@ -64,7 +64,7 @@ def test_markdown_explains_failures_loops_and_useless_speculation():
     md = to_markdown(_summary())
     assert "**broken** failed: engine exited with code 1" in md
     assert "**int4** `long` output repeats itself" in md
-    assert "**spec** `long`: vLLM rejected all 40 drafted tokens" in md
+    assert "**spec** `long`: the engine rejected all 40 drafted tokens" in md
     assert "| bf16 | Thor helps.<br>&lt;script&gt;alert(1)&lt;/script&gt; a\\|b |" in md  # untrusted text escaped
 
 
@@ -81,6 +81,6 @@ def test_calibration_is_shown_against_its_round_to_nearest_twin():
     summary = RunSummary(plan="p", started_at="t", baseline="int8-rtn", rungs=[
         rung("int8-rtn", "m-w8a8", 0.0184, 0.881), rung("int8", "m-w8a8-gptq", 0.0101, 0.923)])  # fmt: skip
     md = to_markdown(summary)
-    assert "## What calibration bought" in md
-    assert "**int8** (calibrated) against **int8-rtn** (round-to-nearest): mean KL 0.0184 → 0.0101" in md
+    assert "## What calibration and mixed precision bought" in md
+    assert "- int8 (calibrated) against int8-rtn (round-to-nearest): mean KL 0.0184 → 0.0101" in md
     assert "same top token 88.1% → 92.3%" in md

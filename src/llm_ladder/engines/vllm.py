@@ -11,8 +11,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Literal
 
-from llm_ladder.engines.base import Engine, EngineError, Server, StopReport
+from pydantic import Field
+
+from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
 from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
 from llm_ladder.engines.vllm_cpu_fixes import engine_env
 from llm_ladder.engines.vllm_log import expected_patterns, missing_patterns, parse_startup
@@ -21,27 +24,41 @@ from llm_ladder.plan import Rung
 API_MODULE = "vllm.entrypoints.openai.api_server"
 
 
+class VllmArgs(EngineArgs):
+    """A rung's vLLM settings: each field is the vLLM flag of the same name."""
+
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    max_model_len: int | None = Field(default=None, gt=0)
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    pipeline_parallel_size: int | None = Field(default=None, ge=1)
+    distributed_executor_backend: Literal["mp", "ray", "uni", "external_launcher"] | None = None
+    """Beyond one GPU: `ray` spans several nodes (start the Ray cluster first, as vLLM's docs show)."""
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    hf_overrides: dict[str, Any] | None = None
+    """Passed as --hf-overrides; e.g. a torchao config for online quantization (quantization: torchao)."""
+
+
+FLAGS = ("dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpu_memory_utilization",
+         "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend")  # fmt: skip
+
+
 def rung_args(rung: Rung, model_path: str) -> list[str]:
     """vLLM CLI flags for a rung, in a stable order so recorded command lines compare."""
+    a = VllmArgs.model_validate(rung.args)
     args = ["--model", model_path, "--served-model-name", rung.label]
-    for flag, value in (
-        ("--dtype", rung.dtype),
-        ("--quantization", rung.quantization),
-        ("--kv-cache-dtype", rung.kv_cache_dtype),
-        ("--max-model-len", rung.max_model_len),
-        ("--max-num-seqs", rung.max_num_seqs),
-        ("--gpu-memory-utilization", rung.gpu_memory_utilization),
-        ("--tensor-parallel-size", rung.tensor_parallel_size),
-        ("--pipeline-parallel-size", rung.pipeline_parallel_size),
-        ("--distributed-executor-backend", rung.distributed_executor_backend),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    if rung.enforce_eager:
+    for name in FLAGS:
+        if (value := getattr(a, name)) is not None:
+            args += ["--" + name.replace("_", "-"), str(value)]
+    if a.enforce_eager:
         args.append("--enforce-eager")
-    if rung.trust_remote_code:
+    if a.trust_remote_code:
         args.append("--trust-remote-code")
-    for flag, mapping in (("--speculative-config", rung.speculative), ("--hf-overrides", rung.hf_overrides)):
+    for flag, mapping in (("--speculative-config", rung.speculative), ("--hf-overrides", a.hf_overrides)):
         if mapping:
             args += [flag, json.dumps(mapping, sort_keys=True)]
     return args + list(rung.extra_args)
@@ -55,6 +72,11 @@ class VllmEngine(Engine):
     """Starts one vLLM server per rung on a free loopback port, logs to the run directory."""
 
     name = "vllm"
+    Args = VllmArgs
+    capabilities = Capabilities(
+        prompt_logprobs=True, min_tokens=True, token_ids=True, spec_metrics="vllm:",
+        startup_stages=("weights_s", "compile_s", "graph_capture_s", "engine_init_s"),
+    )  # fmt: skip
 
     def __init__(
         self, python: str | None = None, module: str = API_MODULE, host: str = "127.0.0.1", port: int | None = None
@@ -104,6 +126,15 @@ class VllmEngine(Engine):
 
     def stop(self, server: Server) -> StopReport:
         return server.process.stop()
+
+    def request_extras(self, workload: Any) -> dict[str, Any]:
+        return {"min_tokens": workload.min_tokens} if workload.min_tokens else {}
+
+    def quantizes_online(self, rung: Rung) -> bool:
+        return bool(self.args(rung).quantization)
+
+    def kv_cache_bytes(self, rung: Rung) -> int:
+        return 1 if "fp8" in (self.args(rung).kv_cache_dtype or "") else 2
 
     def verify(self, rung: Rung, server: Server) -> list[str]:
         text = server.log_path.read_text(errors="replace")

@@ -58,11 +58,11 @@ def _checkpoint_quantization(model_path: str) -> str | None:
 def expected_patterns(rung: Rung, model_path: str) -> list[str]:
     """Regexes the log must contain for the rung to be what its config says, plus the plan's own."""
     patterns = list(rung.expect_log)
-    quant = rung.quantization or _checkpoint_quantization(model_path)
+    quant = rung.args.get("quantization") or _checkpoint_quantization(model_path)
     if quant:
         patterns.append(rf"quantization={re.escape(quant)}\b")
-    if rung.kv_cache_dtype and rung.kv_cache_dtype != "auto":
-        patterns.append(rf"kv_cache_dtype={re.escape(rung.kv_cache_dtype)}\b")
+    if (kv := rung.args.get("kv_cache_dtype")) and kv != "auto":
+        patterns.append(rf"kv_cache_dtype={re.escape(kv)}\b")
     if rung.speculative:
         patterns.append(rf"speculative_config=SpeculativeConfig\(method='{re.escape(rung.speculative['method'])}'")
     return patterns

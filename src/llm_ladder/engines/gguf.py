@@ -1,0 +1,84 @@
+"""GGUF files for llama.cpp rungs, made from the store's Hugging Face directories.
+
+F16 comes from llama.cpp's own convert_hf_to_gguf.py (from the pinned tree, with its own gguf-py: PyPI's `gguf`
+lags the converter), every other type from that F16 by `llama-quantize`. They sit beside the model directory in
+`<name>-gguf/<TYPE>.gguf`, made once; an interrupted conversion leaves a `.partial` file, never a GGUF.
+A rung whose model is already a .gguf file is served as it is.
+
+What a quantization type really does to a model is in the file, not in its name: Q4_K_M on SmolLM2 stores most
+tensors in other types, because 576 columns do not split into K-quant super-blocks of 256. `tensor_types` reads
+the counts so results can say so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from llm_ladder.engines.base import EngineError
+from llm_ladder.engines.process import log_tail
+
+QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0",
+               "Q4_1", "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS")  # fmt: skip
+"""llama-quantize types a rung may ask for (llama-quantize --help lists more)."""
+
+
+def gguf_dir(model_dir: Path) -> Path:
+    return model_dir.with_name(model_dir.name + "-gguf")
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"# {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code != 0:
+        raise EngineError(f"{Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name} failed ({code}), log {log}",
+                          log_tail(log))  # fmt: skip
+
+
+def convert_f16(model_dir: Path, converter: Path, out: Path, log: Path) -> Path:
+    partial = out.with_suffix(".partial")
+    _run([sys.executable, str(converter), str(model_dir), "--outtype", "f16", "--outfile", str(partial)], log)
+    return partial.rename(out)
+
+
+def quantize(f16: Path, quant: str, quantizer: Path, out: Path, log: Path, threads: int | None = None) -> Path:
+    partial = out.with_suffix(".partial")
+    _run([str(quantizer), str(f16), str(partial), quant, *([str(threads)] if threads else [])], log)
+    return partial.rename(out)
+
+
+def gguf_variant(
+    model: str, quant: str, bin_dir: Path, converter: Callable[[], Path], notify: Callable[[str], None] = print
+) -> Path:
+    """The GGUF of `model` (a model directory, or a .gguf file used as is) in `quant`, made if missing."""
+    path = Path(model)
+    if path.suffix == ".gguf" and path.is_file():
+        return path
+    if not (path / "config.json").is_file():
+        raise EngineError(f"llama.cpp needs a local model directory or a .gguf file, not {model!r}")
+    if quant not in QUANT_TYPES:
+        raise EngineError(f"unknown GGUF type {quant!r} (known: {', '.join(QUANT_TYPES)})")
+    folder = gguf_dir(path)
+    folder.mkdir(exist_ok=True)
+    log = folder / "make.log"
+    f16 = folder / "F16.gguf"
+    if not f16.is_file():
+        notify(f"converting {path.name} to GGUF F16 (llama.cpp's convert_hf_to_gguf.py)")
+        convert_f16(path, converter(), f16, log)
+    out = folder / f"{quant}.gguf"
+    if not out.is_file():
+        notify(f"quantizing {path.name} to GGUF {quant} (llama-quantize)")
+        quantize(f16, quant, bin_dir / "llama-quantize", out, log)
+    return out
+
+
+def tensor_types(gguf: Path) -> dict[str, int]:
+    """How many tensors the file stores in each type, e.g. {'Q4_K': 92, 'Q5_0': 150, 'F32': 61}."""
+    from gguf import GGUFReader
+
+    return dict(Counter(t.tensor_type.name for t in GGUFReader(gguf).tensors).most_common())

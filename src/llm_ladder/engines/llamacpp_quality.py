@@ -1,0 +1,74 @@
+"""Agreement of a llama.cpp rung with its reference, by llama.cpp's own `llama-perplexity --kl-divergence`.
+
+llama-server has no prompt logprobs (llama.cpp #27174), so the vLLM path (top-k prompt logprobs over HTTP) cannot
+run. llama-perplexity computes the same quantities over full-vocabulary logits: it saves the reference's logits
+of the shipped evaluation text (`--kl-divergence-base`, the F16 GGUF of the plan's baseline model: the same
+weights), then reads a rung's against them. Both run with no server up, after the rung is stopped. The chunks are
+512 tokens and only each chunk's second half is scored (llama.cpp's method), so 2,088 tokens of text give
+1,020 scored positions.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from llm_ladder.agreement import Agreement
+from llm_ladder.engines.base import EngineError
+from llm_ladder.engines.process import log_tail
+
+CTX = 512
+PATTERNS = {
+    "perplexity": r"Mean PPL\(Q\)\s*:\s*([0-9.]+)",
+    "baseline_perplexity": r"Mean PPL\(base\)\s*:\s*([0-9.]+)",
+    "mean_kl": r"Mean\s+KLD:\s*(-?[0-9.]+)",
+    "p99_kl": r"99\.0%\s+KLD:\s*(-?[0-9.]+)",
+    "same_top": r"Same top p:\s*([0-9.]+)",
+}
+CHUNKS = re.compile(r"computing over (\d+) chunks, n_ctx=(\d+)")
+
+
+def _run(cmd: list[str], log: Path) -> str:
+    with log.open("w") as out:
+        out.write(f"# {' '.join(cmd)}\n")
+        out.flush()
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code != 0:
+        raise EngineError(f"llama-perplexity exited with {code} (log {log})", log_tail(log))
+    return log.read_text(errors="replace")
+
+
+def save_reference(binary: Path, reference: Path, text: Path, out: Path, threads: int) -> Path:
+    """The reference GGUF's logits over `text`, saved to `out` (once per climb)."""
+    if not out.is_file():
+        cmd = [str(binary), "-m", str(reference), "-f", str(text), "--kl-divergence-base", str(out),
+               "-c", str(CTX), "-t", str(threads)]  # fmt: skip
+        _run(cmd, out.with_suffix(".log"))
+    return out
+
+
+def parse(output: str) -> Agreement:
+    values = {}
+    for key, pattern in PATTERNS.items():
+        found = re.findall(pattern, output)
+        if not found:
+            raise EngineError(f"llama-perplexity printed no {key} ({pattern!r})")
+        values[key] = float(found[-1])
+    chunks = CHUNKS.findall(output)
+    n_chunk, n_ctx = (int(x) for x in chunks[-1]) if chunks else (0, CTX)
+    return Agreement(
+        tokens=n_chunk * (n_ctx - 1 - n_ctx // 2),
+        perplexity=values["perplexity"],
+        baseline_perplexity=values["baseline_perplexity"],
+        mean_kl=max(values["mean_kl"], 0.0),
+        p99_kl=max(values["p99_kl"], 0.0),
+        same_top=values["same_top"] / 100,
+    )
+
+
+def kl_divergence(binary: Path, gguf: Path, reference_logits: Path, log: Path, threads: int) -> Agreement:
+    """A rung's GGUF against the saved reference logits: perplexity ratio, mean / p99 KL, same top token."""
+    cmd = [str(binary), "-m", str(gguf), "--kl-divergence-base", str(reference_logits), "--kl-divergence",
+           "-c", str(CTX), "-t", str(threads)]  # fmt: skip
+    return parse(_run(cmd, log))

@@ -1,0 +1,173 @@
+"""The llama.cpp engine against a stand-in llama-server (fake_llama_server.py): flags, health, proof of the file
+type, the repack-crash retry, request extras, llama-perplexity's output, and plans that mix engines."""
+
+import stat
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm_ladder.engines.base import EngineError
+from llm_ladder.engines.llamacpp import LlamaCppEngine, ftype_name, help_text
+from llm_ladder.engines.llamacpp_quality import parse
+from llm_ladder.metrics import parse_spec_counters
+from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, parse_plan
+
+FAKE = Path(__file__).with_name("fake_llama_server.py")
+
+
+@pytest.fixture
+def server_bin(tmp_path, monkeypatch):
+    """An executable `llama-server` in tmp_path running the fake with this Python."""
+    exe = tmp_path / "bin" / "llama-server"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("LLAMA_SERVER", str(exe))
+    help_text.cache_clear()
+    yield exe
+    help_text.cache_clear()
+
+
+def plan_with(rungs, engine="llama.cpp"):
+    return parse_plan({"name": "p", "engine": engine, "rungs": rungs})
+
+
+def test_rung_args_are_checked_against_the_rungs_engine():
+    plan = plan_with([{"name": "q8", "model": "m", "quant": "Q8_0", "threads": 2}])
+    assert plan.rungs[0].args == {"quant": "Q8_0", "threads": 2}
+    with pytest.raises(PlanError, match=r"rungs\.0\.dtype: unknown key for engine 'llama.cpp'"):
+        plan_with([{"name": "q8", "model": "m", "dtype": "bfloat16"}])
+    mixed = plan_with([{"name": "bf16", "model": "m", "dtype": "bfloat16"},
+                       {"name": "q8", "model": "m", "engine": "llama.cpp", "quant": "Q8_0"}], engine="vllm")  # fmt: skip
+    assert [mixed.engine_of(r) for r in mixed.rungs] == ["vllm", "llama.cpp"]
+    with pytest.raises(PlanError, match="unknown engine 'sglang'"):
+        plan_with([{"name": "a", "model": "m"}], engine="sglang")
+
+
+def test_speculation_translates_to_this_builds_flags(server_bin, monkeypatch):
+    engine = LlamaCppEngine()
+    ngram = plan_with([{"name": "n", "model": "/m/Q8_0.gguf", "speculative": {
+        "method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 3}}]).rungs[0]  # fmt: skip
+    cmd = engine.command(ngram, "/m/Q8_0.gguf", 8000, repack=True)
+    assert cmd[cmd.index("--spec-type") + 1] == "ngram-simple"
+    assert cmd[cmd.index("--spec-ngram-simple-size-n") + 1] == "3"
+    assert cmd[cmd.index("--spec-ngram-simple-size-m") + 1] == "5"
+    assert "--metrics" in cmd and "--no-repack" not in cmd
+    draft = ngram.model_copy(update={"speculative": {"method": "draft_model", "model": "/d.gguf",
+                                                     "num_speculative_tokens": 6}})  # fmt: skip
+    cmd = engine.command(draft, "/m/Q8_0.gguf", 8000, repack=False)
+    assert cmd[cmd.index("--spec-type") + 1] == "draft-simple"  # without it the draft model never drafts
+    assert cmd[cmd.index("--model-draft") + 1] == "/d.gguf" and cmd[cmd.index("--spec-draft-n-max") + 1] == "6"
+    assert "--no-repack" in cmd
+    monkeypatch.setenv("FAKE_LLAMA_HELP", "old")
+    help_text.cache_clear()
+    with pytest.raises(EngineError, match="knows none of --spec-type"):
+        engine.command(draft, "/m/Q8_0.gguf", 8000, repack=True)
+
+
+def test_serves_verifies_the_file_type_and_counts_drafts(server_bin, tmp_path):
+    engine = LlamaCppEngine()
+    rung = plan_with([{"name": "q8", "model": str(tmp_path / "Q8_0.gguf"), "speculative": {"method": "ngram"}}])
+    rung = rung.rungs[0]
+    server = engine.start(rung, rung.model, tmp_path / "run")
+    try:
+        assert engine.verify(rung, server) == []
+        wrong = rung.model_copy(update={"model": str(tmp_path / "Q4_K_M.gguf")})
+        assert engine.verify(wrong, server) == ["log names file type ['Q8_0'], not Q4_K - Medium"]
+        body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
+        assert httpx.post(f"{server.base_url}/v1/chat/completions", json=body).status_code == 200
+        spec = parse_spec_counters(httpx.get(f"{server.base_url}/metrics").text, "llamacpp:")
+        assert spec.draft_tokens > 0
+    finally:
+        assert engine.stop(server).leftover_pids == []
+
+
+def test_a_repack_crash_at_startup_is_retried_once_without_repack(server_bin, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLAMA_REPACK_CRASH", "1")
+    engine = LlamaCppEngine()
+    rung = plan_with([{"name": "q4", "model": str(tmp_path / "Q4_K_M.gguf")}]).rungs[0]
+    server = engine.start(rung, rung.model, tmp_path / "run")
+    try:
+        assert "--no-repack" in server.command
+        assert server.startup.notes == ["llama-server died by signal 11 at startup; started again with --no-repack"]
+    finally:
+        engine.stop(server)
+    no_repack = plan_with([{"name": "q4", "model": str(tmp_path / "Q4_K_M.gguf"), "repack": False}]).rungs[0]
+    monkeypatch.setenv("FAKE_LLAMA_REPACK_CRASH", "")
+    server = engine.start(no_repack, no_repack.model, tmp_path / "run2")
+    engine.stop(server)
+    assert server.startup.notes == []
+
+
+def test_requests_replace_min_tokens_where_it_matters():
+    short, long, edit = DEFAULT_WORKLOADS
+    engine = LlamaCppEngine()
+    assert engine.request_extras(long) == {"cache_prompt": False, "ignore_eos": True}  # floor == ceiling
+    assert engine.request_extras(edit) == {"cache_prompt": False}  # an edit ends at EOS after the copy
+    assert engine.request_extras(short) == {"cache_prompt": False}
+
+
+def test_file_type_names_match_the_loaders_log():
+    assert ftype_name("Q4_K_M") == "Q4_K - Medium"
+    assert ftype_name("Q5_K_S") == "Q5_K - Small"
+    assert ftype_name("Q8_0") == "Q8_0"
+
+
+LLAMA_PERPLEXITY_OUTPUT = """
+kl_divergence: computing over 4 chunks, n_ctx=512, batch_size=2048, n_seq=4
+====== Perplexity statistics ======
+Mean PPL(Q)                   :  11.480320 ±   0.512345
+Mean PPL(base)                :  11.230034 ±   0.498765
+Mean PPL(Q)/PPL(base)         :   1.022287 ±   0.004561
+====== KL divergence statistics ======
+Mean    KLD:   0.021330 ±   0.000812
+Maximum KLD:   1.234567
+99.9%   KLD:   0.812345
+99.0%   KLD:   0.201234
+====== Token probability statistics ======
+Same top p: 93.137 ± 0.791 %
+"""
+
+
+def test_llama_perplexity_output_becomes_an_agreement():
+    a = parse(LLAMA_PERPLEXITY_OUTPUT)
+    assert a.tokens == 4 * 255
+    assert a.mean_kl == pytest.approx(0.02133) and a.p99_kl == pytest.approx(0.201234)
+    assert a.same_top == pytest.approx(0.93137)
+    assert a.perplexity_ratio == pytest.approx(11.48032 / 11.230034)
+    with pytest.raises(EngineError, match="no same_top"):
+        parse(LLAMA_PERPLEXITY_OUTPUT.replace("Same top p", "Other"))
+
+
+def test_gguf_variants_pass_gguf_files_and_name_bad_input(tmp_path):
+    from llm_ladder.engines.gguf import gguf_dir, gguf_variant
+
+    given = tmp_path / "mine.gguf"
+    given.write_bytes(b"GGUF")
+    assert gguf_variant(str(given), "Q8_0", tmp_path, lambda: tmp_path) == given
+    with pytest.raises(EngineError, match=r"local model directory or a \.gguf file"):
+        gguf_variant("org/model", "Q8_0", tmp_path, lambda: tmp_path)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(EngineError, match="unknown GGUF type 'Q9'"):
+        gguf_variant(str(model), "Q9", tmp_path, lambda: tmp_path)
+    assert gguf_dir(model) == tmp_path / "m-gguf"
+
+
+def test_builds_are_kept_apart_per_cpu_kind(monkeypatch, tmp_path):
+    from llm_ladder.engines.llamacpp_build import build_dir, installed_bin, isa_key
+
+    monkeypatch.setenv("LADDER_CACHE_DIR", str(tmp_path))
+    amx = "flags\t\t: fpu sse avx2 fma f16c avx512f avx512bw avx512vl amx_tile amx_int8 amx_bf16\n"
+    avx2 = "flags\t\t: fpu sse avx2 fma f16c\n"
+    assert isa_key(avx2) == "avx2-f16c-fma"
+    assert build_dir(amx) != build_dir(avx2)  # a native AMX build would die with SIGILL on an AVX2 machine
+    assert installed_bin(avx2) is None
+    bin_dir = build_dir(avx2) / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("llama-server", "llama-quantize", "llama-perplexity"):
+        (bin_dir / name).write_text("")
+    assert installed_bin(avx2) == bin_dir and installed_bin(amx) is None
