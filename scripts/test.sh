@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the tool with the CPU engine and the test tools, then run lint and the whole test suite.
+# Install the tool with both CPU engines (vLLM CPU, llama.cpp built for this CPU) and the test tools, then run
+# lint and the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh cpu,test || exit $?
+bash scripts/install.sh cpu,test,llamacpp || exit $?
 # The report is checked in a real browser: headless Chromium, the Debian package.
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive

@@ -118,14 +118,17 @@ def cpu_ladder(model: str, cpu: CpuInfo, store: ModelStore, timer=time_linear) -
     return ladder
 
 
+INT8_RUNGS = ("int8-rtn", "int8-mixed", "int8")
+
+
 def _cpu_int8(ladder: Ladder, model: str, cpu: CpuInfo, stored: bool, dtype: str) -> None:
     if not stored:
-        for name in ("int8-rtn", "int8"):
+        for name in INT8_RUNGS:
             ladder.skip(name, f"{model} is not in the model store, so no quantized checkpoint can be made for it")
         return
     if not cpu.int8_dot:
         reason = "no VNNI/AMX: W8A8 int8 runs at about 0.5× bf16 on AVX2 (measured on AVX2 Xeons)"
-        for name in ("int8-rtn", "int8"):
+        for name in INT8_RUNGS:
             ladder.skip(name, reason)
         return
     rung = {"dtype": dtype, "expect_log": ["CPUInt8ScaledMMLinearKernel"]}
@@ -133,6 +136,12 @@ def _cpu_int8(ladder: Ladder, model: str, cpu: CpuInfo, stored: bool, dtype: str
     ladder.add(
         {"name": "int8-rtn", "model": f"{model}-w8a8", **rung},
         f"W8A8 int8, round-to-nearest, with {dot}: shows what calibration buys next to `int8`",
+    )
+    ladder.add(
+        {"name": "int8-mixed", "model": f"{model}-w8a8-mixed", **rung},
+        "W8A8 round-to-nearest with the 10% of GEMMs most sensitive to it kept in bf16 (mixed precision, a "
+        "minute of sensitivity analysis, no calibration venv)",
+        keeps_quality=True,
     )
     ladder.add(
         {"name": "int8", "model": f"{model}-w8a8-gptq", **rung},

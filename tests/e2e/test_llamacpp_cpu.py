@@ -11,6 +11,8 @@ from llm_ladder.plan import load_plan
 
 from .test_climb_cpu import _engine_processes
 
+NEEDS_VLLM = False
+
 
 def _plan(tmp_path):
     """The shipped engines plan without its vLLM rung (the vLLM e2e covers that engine), short outputs, a few

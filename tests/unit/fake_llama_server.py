@@ -7,11 +7,9 @@ FAKE_LLAMA_HELP=old: a build that knows only the old flag names. FAKE_LLAMA_REPA
 import os
 import signal
 import sys
-from pathlib import Path
 
 NEW = "--spec-type --spec-draft-n-max --model-draft -md --no-webui --no-repack -nr --metrics -np -c -t --alias"
 OLD = "--draft-max --model-draft -md --no-webui --no-repack -nr --metrics -np -c -t --alias"
-FTYPE = {"Q4_K_M": "Q4_K - Medium", "Q8_0": "Q8_0", "F16": "F16"}
 
 args = sys.argv[1:]
 if "--help" in args:
@@ -22,18 +20,9 @@ if "--version" in args:
     sys.exit(0)
 if os.environ.get("FAKE_LLAMA_REPACK_CRASH") and "--no-repack" not in args:
     os.kill(os.getpid(), signal.SIGSEGV)
-model = Path(args[args.index("-m") + 1]).stem
+model = args[args.index("-m") + 1]
 from llm_ladder.mock_server import main  # noqa: E402
 
-main(
-    [
-        "--port",
-        args[args.index("--port") + 1],
-        "--metrics-prefix",
-        "llamacpp:",
-        "--say",
-        f"print_info: file type   = {FTYPE.get(model, model)}",
-        "--spec-drafts",
-        "2" if "--spec-type" in args else "0",
-    ]
-)
+main(["--port", args[args.index("--port") + 1], "--metrics-prefix", "llamacpp:",
+      "--say", f"0.00.006.614 I srv    load_model: loading model '{model}'",
+      "--spec-drafts", "2" if "--spec-type" in args else "0"])  # fmt: skip

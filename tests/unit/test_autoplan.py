@@ -76,8 +76,10 @@ def test_cpuinfo_flags_and_the_vllm_library_each_isa_loads():
 
 def test_amx_climbs_rtn_and_calibrated_int8_int4_on_the_q4_1_grid_and_ngram(store):
     plan = plan_for(SAPPHIRE, store)
-    assert [r.name for r in plan.rungs] == ["bf16", "int8-rtn", "int8", "int4", "int4-ngram"]
-    assert [r.model for r in plan.rungs[1:3]] == ["smollm2-135m-instruct-w8a8", "smollm2-135m-instruct-w8a8-gptq"]
+    assert [r.name for r in plan.rungs] == ["bf16", "int8-rtn", "int8-mixed", "int8", "int4", "int4-ngram"]
+    assert [r.model for r in plan.rungs[1:4]] == [
+        f"smollm2-135m-instruct-{s}" for s in ("w8a8", "w8a8-mixed", "w8a8-gptq")
+    ]
     int4 = json.loads(plan.rung("int4").args["hf_overrides"]["quantization_config_dict_json"])
     assert int4["_data"]["group_size"] == 32 and int4["_data"]["layout"]["_type"] == "Int4CPULayout"
     assert plan.rung("int4-ngram").speculative["method"] == "ngram"
@@ -111,7 +113,7 @@ def test_emulated_bf16_that_measures_faster_stays_bf16():
 
 def test_avx512_without_bf16_gets_int8_with_vnni(store):
     plan = plan_for(AVX512, store, lambda d, s: {"bfloat16": 200, "float32": 100}[d])
-    assert [r.name for r in plan.rungs] == ["fp32", "int8-rtn", "int8", "int4", "int4-ngram"]
+    assert [r.name for r in plan.rungs] == ["fp32", "int8-rtn", "int8-mixed", "int8", "int4", "int4-ngram"]
     assert "VNNI" in choices(plan)["int8"][1]
 
 

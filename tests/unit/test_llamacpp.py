@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from llm_ladder.engines.base import EngineError
-from llm_ladder.engines.llamacpp import LlamaCppEngine, ftype_name, help_text
+from llm_ladder.engines.llamacpp import LlamaCppEngine, help_text
 from llm_ladder.engines.llamacpp_quality import parse
 from llm_ladder.metrics import parse_spec_counters
 from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, parse_plan
@@ -28,6 +28,19 @@ def server_bin(tmp_path, monkeypatch):
     help_text.cache_clear()
     yield exe
     help_text.cache_clear()
+
+
+def tiny_gguf(path, file_type):
+    """A GGUF with metadata only, its general.file_type set (llama.cpp's LlamaFileType: 7 Q8_0, 15 Q4_K_M)."""
+    from gguf import GGUFWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(path, "llama")
+    writer.add_file_type(file_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
 
 
 def plan_with(rungs, engine="llama.cpp"):
@@ -69,13 +82,14 @@ def test_speculation_translates_to_this_builds_flags(server_bin, monkeypatch):
 
 def test_serves_verifies_the_file_type_and_counts_drafts(server_bin, tmp_path):
     engine = LlamaCppEngine()
-    rung = plan_with([{"name": "q8", "model": str(tmp_path / "Q8_0.gguf"), "speculative": {"method": "ngram"}}])
-    rung = rung.rungs[0]
+    q8 = tiny_gguf(tmp_path / "Q8_0.gguf", 7)
+    rung = plan_with([{"name": "q8", "model": str(q8), "speculative": {"method": "ngram"}}]).rungs[0]
     server = engine.start(rung, rung.model, tmp_path / "run")
     try:
         assert engine.verify(rung, server) == []
-        wrong = rung.model_copy(update={"model": str(tmp_path / "Q4_K_M.gguf")})
-        assert engine.verify(wrong, server) == ["log names file type ['Q8_0'], not Q4_K - Medium"]
+        mislabelled = tiny_gguf(tmp_path / "other" / "Q4_K_M.gguf", 7)
+        assert engine.verify(rung.model_copy(update={"model": str(mislabelled)}), server) == [
+            f"log does not show {mislabelled} being loaded", "Q4_K_M.gguf holds file type Q8_0, not Q4_K_M"]  # fmt: skip
         body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "stream": True}
         assert httpx.post(f"{server.base_url}/v1/chat/completions", json=body).status_code == 200
         spec = parse_spec_counters(httpx.get(f"{server.base_url}/metrics").text, "llamacpp:")
@@ -109,10 +123,11 @@ def test_requests_replace_min_tokens_where_it_matters():
     assert engine.request_extras(short) == {"cache_prompt": False}
 
 
-def test_file_type_names_match_the_loaders_log():
-    assert ftype_name("Q4_K_M") == "Q4_K - Medium"
-    assert ftype_name("Q5_K_S") == "Q5_K - Small"
-    assert ftype_name("Q8_0") == "Q8_0"
+def test_file_type_is_read_from_the_gguf(tmp_path):
+    from llm_ladder.engines.gguf import file_type
+
+    assert file_type(tiny_gguf(tmp_path / "a.gguf", 15)) == "Q4_K_M"
+    assert file_type(tiny_gguf(tmp_path / "b.gguf", 1)) == "F16"
 
 
 LLAMA_PERPLEXITY_OUTPUT = """
@@ -171,3 +186,25 @@ def test_builds_are_kept_apart_per_cpu_kind(monkeypatch, tmp_path):
     for name in ("llama-server", "llama-quantize", "llama-perplexity"):
         (bin_dir / name).write_text("")
     assert installed_bin(avx2) == bin_dir and installed_bin(amx) is None
+
+
+def test_llama_perplexity_is_run_again_without_repack_after_a_crash(tmp_path):
+    from llm_ladder.engines.llamacpp_quality import kl_divergence
+
+    fake, printed = tmp_path / "llama-perplexity", tmp_path / "printed.txt"
+    printed.write_text(LLAMA_PERPLEXITY_OUTPUT)
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *--no-repack*) cat {printed};; *) kill -ILL $$;; esac\n')
+    fake.chmod(0o755)
+    found = kl_divergence(fake, tmp_path / "m.gguf", tmp_path / "ref.kld", tmp_path / "log", 2)
+    assert found.mean_kl == pytest.approx(0.02133)
+    assert found.reference == "llama-perplexity, --no-repack after a crash with repacking"
+
+
+def test_the_build_turns_on_what_the_cpu_has():
+    from llm_ladder.engines.llamacpp_build import CMAKE_ARGS, isa_args
+
+    avx2 = isa_args("flags\t\t: fpu sse4_2 avx avx2 fma f16c bmi2\n")
+    assert "-DGGML_AVX2=ON" in avx2 and "-DGGML_AVX512=OFF" in avx2 and "-DGGML_AVX512_VNNI=OFF" in avx2
+    spr = isa_args("flags\t\t: avx2 fma f16c avx512f avx512_vnni avx512_bf16 amx_int8 amx_tile\n")
+    assert "-DGGML_AVX512=ON" in spr and "-DGGML_AVX512_BF16=ON" in spr
+    assert "-DGGML_AMX_INT8=OFF" in CMAKE_ARGS  # ggml's AMX kernels died with SIGILL here (llamacpp_build.py)

@@ -21,7 +21,7 @@ def test_shipped_plans_validate(name):
 def test_default_plan_is_the_amx_cpu_ladder():
     plan = load_plan(None)
     assert plan.name == "smollm2-cpu"
-    assert [r.name for r in plan.rungs] == ["bf16", "int8-rtn", "int8", "int4", "int4-ngram"]
+    assert [r.name for r in plan.rungs] == ["bf16", "int8-rtn", "int8-mixed", "int8", "int4", "int4-ngram"]
     assert plan.rungs[-1].speculative["method"] == "ngram"
 
 

