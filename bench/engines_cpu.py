@@ -1,10 +1,11 @@
 """Benchmark: vLLM CPU against llama.cpp on this machine, one run, the same model and workload.
 
-Rungs: vLLM bf16 / int8 (W8A8 RTN) / int4 (torchao) and llama.cpp F16 / Q8_0 / Q4_K_M / Q4_K_M + n-gram, all
-SmolLM2-135M-Instruct from the store. Workload: the ladder's long prompt, 512 sampled tokens (temperature 0.7),
-`--trials` requests (default 3). Per rung: decode tok/s median with min–max, threads, mean KL and same-top share
-against vLLM bf16 (llama.cpp rungs: llama-perplexity against the F16 GGUF of the same weights), and the verdict
-under the default quality budget. The header names the ISA and cores the numbers come from.
+Rungs: vLLM bf16 / int8-mixed (W8A8, sensitive GEMMs in bf16) / int4 (torchao) and llama.cpp F16 / Q8_0 /
+Q4_K_M / Q4_K_M + n-gram, all SmolLM2-135M-Instruct from the store. Workload: the ladder's long prompt, 512
+sampled tokens (temperature 0.7), `--trials` requests (default 3). Per rung: decode tok/s median with min–max,
+threads, mean KL and same-top share against vLLM bf16 (llama.cpp rungs: llama-perplexity against the F16 GGUF of
+the same weights), and the verdict under the default quality budget. The header names the ISA and cores the
+numbers come from.
 
     .venv/bin/python bench/engines_cpu.py [--trials 3] [--out runs/bench-engines]
     .venv/bin/python bench/engines_cpu.py --run runs/<dir>      # the table of an earlier run
@@ -12,13 +13,9 @@ under the default quality budget. The header names the ISA and cores the numbers
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import yaml
+from bench_cli import run_dir
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +24,7 @@ from llm_ladder.plan import LONG_PROMPT, load_plan
 from llm_ladder.results import RungResult, RunSummary
 
 COLUMNS = ("rung", "engine", "tok/s (min–max)", "× vLLM bf16", "threads", "mean KL", "same top", "verdict")
-VLLM_RUNGS = ("bf16", "int8-rtn", "int4")
+VLLM_RUNGS = ("bf16", "int8-mixed", "int4")
 
 
 def plan(trials: int) -> dict:
@@ -69,17 +66,7 @@ def row(r: RungResult, summary: RunSummary) -> list[str]:
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args.add_argument("--run", type=Path, help="An existing run directory: print its table, climb nothing.")
-    args.add_argument("--trials", type=int, default=3)
-    args.add_argument("--out", type=Path, default=Path("runs/bench-engines"))
-    opts = args.parse_args()
-    run = opts.run
-    if run is None:
-        run = opts.out
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "plan.yaml").write_text(yaml.safe_dump(plan(opts.trials), sort_keys=False))
-        subprocess.run([sys.executable, "-m", "llm_ladder", "climb", str(run / "plan.yaml"), "--out", str(run)])
+    run = run_dir(__doc__, "runs/bench-engines", make_plan=plan)
     summary = RunSummary.model_validate_json((run / "results.json").read_text())
     cpu = detect().cpu
     table = Table(*COLUMNS, title=f"vLLM CPU vs llama.cpp: {cpu.isa} ({cpu.vllm_library}), {cpu.cores} cores")

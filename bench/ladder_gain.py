@@ -11,11 +11,7 @@ and core count the numbers come from.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-from pathlib import Path
-
+from bench_cli import run_dir
 from rich.console import Console
 from rich.table import Table
 
@@ -68,16 +64,7 @@ def print_gain(summary: RunSummary, console: Console) -> None:
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    args.add_argument("--run", type=Path, help="An existing run directory: print its table, climb nothing.")
-    args.add_argument("--trials", type=int, default=3)
-    args.add_argument("--out", type=Path, default=Path("runs/bench-gain"))
-    opts = args.parse_args()
-    run = opts.run
-    if run is None:
-        run = opts.out
-        cmd = [sys.executable, "-m", "llm_ladder", "climb", "--out", str(run), "--trials", str(opts.trials)]
-        subprocess.run(cmd, check=False)
+    run = run_dir(__doc__, "runs/bench-gain")
     print_gain(RunSummary.model_validate_json((run / "results.json").read_text()), Console(width=200))
 
 

@@ -22,3 +22,14 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def word_tokenizer(words: list[str], **special: str):
+    """A fast tokenizer over a fixed word list (the first word is the unknown token), split on whitespace: tiny
+    test models get a real tokenizer without a download."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=raw, unk_token=words[0], **special)

@@ -258,8 +258,14 @@ class Streamer:
         if self.session is not None:
             await self.session.close()
 
-    async def stream(self, url: str, body: dict[str, Any], record: RequestRecord) -> RequestRecord:
-        """POST a streaming request and time it; every failure becomes a failed record, never an exception."""
+    async def stream(
+        self, url: str, body: dict[str, Any], record: RequestRecord, retry_stale: bool = True
+    ) -> RequestRecord:
+        """POST a streaming request and time it; every failure becomes a failed record, never an exception.
+
+        A pooled keep-alive connection the server has already closed fails before any answer arrives
+        ("Can not write request body", seen with llama-server): that request is sent again, once, on a fresh
+        connection (urllib3 retries these too), and the clock restarts with it."""
         assert self.session is not None, "use Streamer as an async context manager"
         timer = _Timer(record)
         try:
@@ -269,6 +275,10 @@ class Streamer:
                     record.fail(f"http_{resp.status // 100}xx", f"HTTP {resp.status}: {text}")
                     return timer.finish()
                 await _read_lines(resp, timer)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            if retry_stale and timer.ttft is None and not timer.parts:
+                return await self.stream(url, body, record, retry_stale=False)
+            record.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
         except (TimeoutError, aiohttp.ClientError) as exc:
             record.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
         return timer.finish()

@@ -230,7 +230,9 @@ class Identity(BaseModel):
     compared: int
     identical: int
     differing: list[str] = []
-    """Item ids whose outputs differ, each with the index of the first differing token."""
+    """Item ids whose outputs differ, each with the index of the first differing token (or character)."""
+    by: Literal["tokens", "text"] = "tokens"
+    """Token ids where the engine returns them (vLLM), else the text (llama.cpp)."""
 
     @computed_field
     @property
@@ -247,15 +249,18 @@ def greedy_identity(reference: str, ref: Sequence[ItemResult], rung: Sequence[It
     by_key = {(i.suite, i.id): i for i in ref}
     compared = identical = 0
     differing = []
+    by_tokens = True
     for item in sorted(rung, key=lambda i: (i.suite, i.id)):  # files hold items in the order they finished
         other = by_key.get((item.suite, item.id))
         if other is None or item.error or other.error:
             continue
         compared += 1
-        a = item.token_ids if item.token_ids is not None and other.token_ids is not None else item.response
-        b = other.token_ids if item.token_ids is not None and other.token_ids is not None else other.response
+        tokens = item.token_ids is not None and other.token_ids is not None
+        by_tokens = by_tokens and tokens
+        a, b = (item.token_ids, other.token_ids) if tokens else (item.response, other.response)
         if a == b:
             identical += 1
         else:
             differing.append(f"{item.suite}/{item.id}@{_first_difference(a, b)}")
-    return Identity(reference=reference, compared=compared, identical=identical, differing=differing)
+    return Identity(reference=reference, compared=compared, identical=identical, differing=differing,
+                    by="tokens" if by_tokens else "text")  # fmt: skip

@@ -214,10 +214,12 @@ def _identity_lines(summary: RunSummary) -> list[str]:
         if ident is not None:
             flag = "" if ident.match == 1 else " ⚠ below 100%: speculation changed greedy output"
             shown = ", ".join(ident.differing[:8]) + (" …" if len(ident.differing) > 8 else "")
-            differing = f" Differing (item@first differing token): {shown}." if ident.differing else ""
+            unit = "token" if ident.by == "tokens" else "character"
+            differing = f" Differing (item@first differing {unit}): {shown}." if ident.differing else ""
+            how = "token for token" if ident.by == "tokens" else "as text (the engine returns no token ids)"
             lines.append(
                 f"- **{r.name}** vs **{ident.reference}**: {ident.identical}/{ident.compared} greedy answers "
-                f"identical token for token ({ident.match:.1%}){flag}.{differing}"
+                f"identical {how} ({ident.match:.1%}){flag}.{differing}"
             )
         elif r.greedy_identity_error:
             lines.append(f"- **{r.name}**: greedy identity not measured: {r.greedy_identity_error}.")

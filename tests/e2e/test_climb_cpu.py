@@ -11,33 +11,41 @@ import yaml
 from llm_ladder.cli_plan import machine_plan
 from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.engines.vllm_cpu_fixes import EXPAND_FIX_LOG
+from llm_ladder.plan import DEFAULT_WORKLOADS
 
 from ..browser import open_report, painted_share
 
 
-def _e2e_plan(tmp_path):
-    """The ladder `ladder plan auto` picks for this machine, narrowed to its baseline, int4 and int4 + n-gram, eager
-    mode, short outputs, the first items of each task suite and a small load sweep, to keep CI within minutes."""
-    plan = machine_plan(None, None)
-    keep = (plan.baseline.name, "int4", "int4-ngram")
-    rungs = [r.model_dump(exclude_defaults=True) | {"enforce_eager": True} for r in plan.rungs if r.name in keep]
-    short, long, edit = plan.workloads
+def quick_plan(tmp_path, name, rungs, edit, **more):
+    """A plan file of `rungs` with the default workloads cut short (long: 96 tokens, its floor = its ceiling;
+    `edit`: the edit workload's settings), one trial, the first 4 items of each suite: CI minutes."""
+    short, long, edit_default = DEFAULT_WORKLOADS
     raw = {
-        "name": "smollm2-cpu-e2e",
+        "name": name,
         "trials": 1,
         "workloads": [
             {"name": "short", "prompt": short.prompt, "max_tokens": 48},
             {"name": "long", "prompt": long.prompt, "max_tokens": 96, "min_tokens": 96},
-            {"name": "edit", "prompt": edit.prompt, "max_tokens": 96, "min_tokens": 64},
+            {"name": "edit", "prompt": edit_default.prompt, **edit},
         ],
         "suites": {"limit": 4},
-        "load": {"concurrency": [1, 4], "max_requests": 12, "input_len": 32, "output_len": 16},
         "rungs": rungs,
-        "selection": plan.selection.model_dump(),
+        **more,
     }
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def _e2e_plan(tmp_path):
+    """The ladder `ladder plan auto` picks for this machine, narrowed to its baseline, int4 and int4 + n-gram, eager
+    mode, and a small load sweep."""
+    plan = machine_plan(None, None)
+    keep = (plan.baseline.name, "int4", "int4-ngram")
+    rungs = [r.model_dump(exclude_defaults=True) | {"enforce_eager": True} for r in plan.rungs if r.name in keep]
+    load = {"concurrency": [1, 4], "max_requests": 12, "input_len": 32, "output_len": 16}
+    edit = {"max_tokens": 96, "min_tokens": 64}
+    return quick_plan(tmp_path, "smollm2-cpu-e2e", rungs, edit, load=load, selection=plan.selection.model_dump())
 
 
 def _engine_processes(run_dir):

@@ -5,35 +5,19 @@ import json
 import subprocess
 import sys
 
-import yaml
-
 from llm_ladder.plan import load_plan
 
-from .test_climb_cpu import _engine_processes
+from .test_climb_cpu import _engine_processes, quick_plan
 
 NEEDS_VLLM = False
 
 
 def _plan(tmp_path):
-    """The shipped engines plan without its vLLM rung (the vLLM e2e covers that engine), short outputs, a few
-    suite items: minutes in CI."""
-    shipped = load_plan("smollm2-cpu-engines")
-    short, long, edit = shipped.workloads
-    raw = {
-        "name": "llamacpp-e2e",
-        "trials": 1,
-        "workloads": [
-            {"name": "short", "prompt": short.prompt, "max_tokens": 48},
-            {"name": "long", "prompt": long.prompt, "max_tokens": 96, "min_tokens": 96},
-            {"name": "edit", "prompt": edit.prompt, "max_tokens": 128, "temperature": 0},
-        ],
-        "suites": {"limit": 4},
-        "engine": "llama.cpp",
-        "rungs": [r.model_dump(exclude_defaults=True) for r in shipped.rungs if r.name.startswith("llamacpp-")],
-    }
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    """The shipped engines plan without its vLLM rung (the vLLM e2e covers that engine), cut short; the edit
+    workload greedy, so the n-gram rung drafts for sure."""
+    rungs = [r.model_dump(exclude_defaults=True) for r in load_plan("smollm2-cpu-engines").rungs]
+    llama = [r for r in rungs if r.get("engine") == "llama.cpp"]
+    return quick_plan(tmp_path, "llamacpp-e2e", llama, {"max_tokens": 128, "temperature": 0}, engine="llama.cpp")
 
 
 def test_climb_on_llama_server(tmp_path):

@@ -84,7 +84,7 @@ def test_amx_climbs_rtn_and_calibrated_int8_int4_on_the_q4_1_grid_and_ngram(stor
     assert int4["_data"]["group_size"] == 32 and int4["_data"]["layout"]["_type"] == "Int4CPULayout"
     assert plan.rung("int4-ngram").speculative["method"] == "ngram"
     assert plan.without_speculation(plan.rung("int4-ngram")).name == "int4"  # greedy identity has its reference
-    assert not choices(plan)["fp8"][0] and "static_scaled_fp8_quant" in choices(plan)["fp8"][1]
+    assert not choices(plan)["fp8"][0] and "--scheme fp8" in choices(plan)["fp8"][1]  # offered, not climbed
     assert plan.rung("bf16").args["dtype"] == "bfloat16"
 
 
@@ -103,6 +103,7 @@ def test_avx2_without_vnni_leaves_int8_out_and_measures_the_baseline_dtype(store
     assert included
     assert "bf16 300 µs, fp32 120 µs" in reason
     assert not choices(plan)["int8"][0] and "VNNI" in choices(plan)["int8"][1]
+    assert "need AMX" in choices(plan)["fp8"][1]
     assert "#55613" in choices(plan)["int4-gptq"][1]
 
 

@@ -38,6 +38,47 @@ def test_http_errors_become_failed_records():
     assert not rec.ok and rec.error.startswith("HTTP 503") and rec.error_kind == "http_5xx"
 
 
+def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one():
+    """The server answers a request, then drops the kept-alive connection unannounced (as llama-server did):
+    the next request on it is sent again on a new connection instead of failing; a live stream is never resent."""
+    import socket
+    import threading
+
+    events = (
+        b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+    )
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(events), events)  # fmt: skip
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        first, _ = listener.accept()
+        accepted.append(first)
+        first.recv(65536)
+        first.sendall(answer)
+        first.recv(65536)  # the second request arrives on the kept-alive connection...
+        first.close()  # ...which the server drops without an answer
+        second, _ = listener.accept()
+        accepted.append(second)
+        second.recv(65536)
+        second.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    async def two_requests():
+        async with Streamer(read_timeout_s=5) as streamer:
+            first = await stream_chat(streamer, url, "m", W, trial=0, seed=0)
+            return first, await stream_chat(streamer, url, "m", W, trial=1, seed=1)
+
+    first, second = asyncio.run(two_requests())
+    listener.close()
+    assert first.ok and second.ok and second.text == "hi"
+    assert len(accepted) == 2
+
+
 def test_connection_refused_becomes_a_failed_record():
     rec = _run(f"http://127.0.0.1:{free_port()}")
     assert not rec.ok and rec.error_kind == "connect"

@@ -101,6 +101,7 @@ def test_suites_run_on_every_rung_with_items_kept_and_greedy_identity(tmp_path, 
         "compared": 8,
         "identical": 8,
         "differing": [],
+        "by": "tokens",
         "match": 1.0,
     }
     items = [json.loads(x) for x in (out / "suites" / "spec.jsonl").read_text().splitlines()]

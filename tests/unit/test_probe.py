@@ -22,7 +22,7 @@ THINKING_TEMPLATE = (
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A 2-layer Llama with random weights and a word-level tokenizer, saved as a local directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tests.conftest import word_tokenizer
 
     path = tmp_path_factory.mktemp("tiny")
     words = [
@@ -39,9 +39,7 @@ def tiny(tmp_path_factory):
         "france",
         "?",
     ]
-    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>")
+    tok = word_tokenizer(words, eos_token="<eos>")
     tok.chat_template = THINKING_TEMPLATE
     tok.save_pretrained(path)
     config = transformers.LlamaConfig(

@@ -9,7 +9,7 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A 2-layer Llama with a hidden size (160) that 128-blocks do not divide, and a word-level tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tests.conftest import word_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
@@ -41,9 +41,7 @@ def tiny_llama(tmp_path_factory):
             "as",
         ],
     ]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(out)
+    word_tokenizer(words).save_pretrained(out)
     return out
 
 

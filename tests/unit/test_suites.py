@@ -47,7 +47,7 @@ def test_greedy_identity_compares_token_ids_and_names_the_first_difference():
     spec = _items([True, True, True], tokens=[[1, 2, 3], [4, 9], [6]])
     ident = greedy_identity("int4", ref, spec)
     assert (ident.compared, ident.identical) == (3, 2) and ident.match == pytest.approx(2 / 3)
-    assert ident.differing == ["exact/i1@1"]
+    assert ident.differing == ["exact/i1@1"] and ident.by == "tokens"
 
 
 def test_greedy_identity_falls_back_to_text_and_skips_failed_items():
@@ -57,7 +57,7 @@ def test_greedy_identity_falls_back_to_text_and_skips_failed_items():
         ItemResult(suite="s", id="b", prompt="q", error="HTTP 500"),
     ]
     ident = greedy_identity("r", ref, rung)
-    assert (ident.compared, ident.identical) == (1, 1)
+    assert (ident.compared, ident.identical) == (1, 1) and ident.by == "text"  # said so in the summary
 
 
 def _eval(url, tmp_path, *args):

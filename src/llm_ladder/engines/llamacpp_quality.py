@@ -65,8 +65,8 @@ def parse(output: str) -> Agreement:
         tokens=n_chunk * (n_ctx - 1 - n_ctx // 2),
         perplexity=values["perplexity"],
         baseline_perplexity=values["baseline_perplexity"],
-        mean_kl=max(values["mean_kl"], 0.0),
-        p99_kl=max(values["p99_kl"], 0.0),
+        mean_kl=max(0.0, values["mean_kl"]),  # -0.000000 for identical files
+        p99_kl=max(0.0, values["p99_kl"]),
         same_top=values["same_top"] / 100,
     )
 
