@@ -86,6 +86,16 @@ def _weights_gib(server: Server, rung: Rung, engine: Engine) -> float | None:
     return sum(f.stat().st_size for f in files) / GIB
 
 
+def _not_measured(engine: Engine, plan: Plan) -> dict[str, str]:
+    """What the plan asks for that this engine cannot give, and why (reported as n/a, never as a failure)."""
+    caps, missing = engine.capabilities, {}
+    if plan.agreement.enabled and plan.agreement.score_outputs and not caps.prompt_logprobs:
+        missing["answers' perplexity"] = f"{engine.name} serves no prompt logprobs"
+    if not caps.startup_stages:
+        missing["startup stages"] = f"{engine.name} logs no startup stages; total is measured"
+    return missing
+
+
 def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[str, SpecSummary], list[str]]:
     if not rung.speculative:
         return {}, []
@@ -308,6 +318,7 @@ class Climber:
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung, engine)
         result.weights_detail = engine.describe_weights(rung)
+        result.not_measured = _not_measured(engine, self.plan)
         result.roofline = self._rooflines(rung, result, engine.kv_cache_bytes(rung))
         errors = sum(s.errors for s in result.workloads.values()) + sum(s.errors for s in result.suites.values())
         if (code := server.process.exit_code) is not None:

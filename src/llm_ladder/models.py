@@ -108,17 +108,20 @@ class ModelStore:
         return final
 
     def resolve(self, model: str) -> str:
-        """What to hand vLLM for a plan's `model:` value; raises ModelError when it cannot exist."""
+        """What to hand the engine for a plan's `model:` value (a GGUF file too, for llama.cpp); raises
+        ModelError when it cannot exist."""
         if self.has(model) or self.can_make(model):
             return str(self.pull(model))
         local = Path(model).expanduser()
+        if local.suffix == ".gguf" and local.is_file():
+            return str(local)
         if local.is_dir():
             if not (local / "config.json").exists():
                 raise ModelError(f"model directory {local} has no config.json")
             return str(local)
         if HUB_ID.match(model) and not model.startswith((".", "/", "~")):
             return model  # a hub id: vLLM resolves it from the HF cache or downloads it
-        raise ModelError(f"model {model!r} is not a store name, a local directory or a hub id")
+        raise ModelError(f"model {model!r} is not a store name, a local directory, a .gguf file or a hub id")
 
 
 def split_variant(name: str) -> tuple[str, str | None]:

@@ -55,6 +55,8 @@ class RungResult(BaseModel):
     weights_gib: float | None = None
     weights_detail: str | None = None
     """What the weights really are where the label does not say it all (a GGUF's tensor types)."""
+    not_measured: dict[str, str] = {}
+    """Measurements this rung's engine cannot give, each with the reason (shown as `n/a (reason)`)."""
     spec: dict[str, SpecSummary] = {}
     """Spec-decode counters per workload (absent for rungs without speculation)."""
     verification: list[str] = []

@@ -117,7 +117,8 @@ def stage_rows(summary: RunSummary) -> list[list[str]]:
         if st is None:
             continue
         values = (st.weights_s, st.compile_s, st.graph_capture_s, st.engine_init_s, st.total_s)
-        out.append([r.name, *(_num(v) for v in values), st.compile_cache])
+        cache = f"n/a ({why})" if (why := r.not_measured.get("startup stages")) else st.compile_cache
+        out.append([r.name, *(_num(v) for v in values), cache])
     return out
 
 
@@ -145,7 +146,8 @@ def _answer_perplexity(result: RungResult) -> str:
         for name, stats in result.workloads.items()
         if stats.output_perplexity is not None
     ]
-    return ", ".join(parts) or "n/a"
+    why = result.not_measured.get("answers' perplexity")
+    return ", ".join(parts) or (f"n/a ({why})" if why else "n/a")
 
 
 def agreement_rows(summary: RunSummary) -> list[list[str]]:

@@ -154,7 +154,7 @@ def test_resume_skips_completed_rungs(tmp_path, model_dir):
 @pytest.mark.parametrize(
     ("rungs", "message"),
     [
-        ([{"name": "a", "model": "/no/such/dir"}], "is not a store name, a local directory or a hub id"),
+        ([{"name": "a", "model": "/no/such/dir"}], "is not a store name, a local directory, a .gguf file or a hub id"),
         ([{"name": "a", "model": "x", "bogus": 1}], "rungs.0.bogus: unknown key"),
     ],
 )

@@ -1,6 +1,8 @@
 """The llama.cpp engine against a stand-in llama-server (fake_llama_server.py): flags, health, proof of the file
 type, the repack-crash retry, request extras, llama-perplexity's output, and plans that mix engines."""
 
+import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from llm_ladder.metrics import parse_spec_counters
 from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, parse_plan
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
+PRINTED = Path("/tmp") / f"ladder-fake-llama-perplexity-{os.getpid()}.txt"
 
 
 @pytest.fixture
@@ -24,6 +27,10 @@ def server_bin(tmp_path, monkeypatch):
     exe.parent.mkdir()
     exe.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    for name, script in (("llama-quantize", "exit 1"), ("llama-perplexity", f"cat {PRINTED}")):
+        (exe.parent / name).write_text(f"#!/bin/sh\n{script}\n")
+        (exe.parent / name).chmod(0o755)
+    PRINTED.write_text(LLAMA_PERPLEXITY_OUTPUT)
     monkeypatch.setenv("LLAMA_SERVER", str(exe))
     help_text.cache_clear()
     yield exe
@@ -208,3 +215,25 @@ def test_the_build_turns_on_what_the_cpu_has():
     spr = isa_args("flags\t\t: avx2 fma f16c avx512f avx512_vnni avx512_bf16 amx_int8 amx_tile\n")
     assert "-DGGML_AVX512=ON" in spr and "-DGGML_AVX512_BF16=ON" in spr
     assert "-DGGML_AMX_INT8=OFF" in CMAKE_ARGS  # ggml's AMX kernels died with SIGILL here (llamacpp_build.py)
+
+
+def test_a_climb_on_llama_cpp_reports_what_it_cannot_measure_as_na(server_bin, tmp_path):
+    """Through `ladder climb`: the GGUF is served, agreement comes from llama-perplexity (the fake prints its
+    report), and what llama-server cannot give (answers' perplexity, startup stages) is `n/a (why)`, not a failure."""
+    from typer.testing import CliRunner
+
+    from llm_ladder.cli import app
+
+    gguf = tiny_gguf(tmp_path / "models" / "Q8_0.gguf", 7)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(json.dumps({"name": "l", "engine": "llama.cpp", "trials": 1,
+                                "workloads": [{"name": "long", "prompt": "hi", "max_tokens": 8, "min_tokens": 8}],
+                                "suites": {"enabled": False}, "rungs": [{"name": "q8", "model": str(gguf)}]}))  # fmt: skip
+    result = CliRunner().invoke(app, ["climb", str(plan), "--out", str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (q8,) = json.loads((tmp_path / "run" / "results.json").read_text())["rungs"]
+    assert q8["status"] == "ok" and q8["engine"] == "llama.cpp"
+    assert q8["agreement"]["same_top"] == pytest.approx(0.93137) and "llama-perplexity" in q8["agreement"]["reference"]
+    assert q8["not_measured"]["answers' perplexity"] == "llama.cpp serves no prompt logprobs"
+    md = (tmp_path / "run" / "summary.md").read_text()
+    assert "n/a (llama.cpp serves no prompt logprobs)" in md and "n/a (llama.cpp logs no startup stages" in md
