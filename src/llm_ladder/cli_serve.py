@@ -44,7 +44,7 @@ def serve(
         choice = choose(source, rung)
         engine = get_engine(choice.engine, port=port, host=host)
         engine.preflight()
-        the_rung = resolved(choice, ModelStore(models_dir))
+        the_rung = engine.prepare(resolved(choice, ModelStore(models_dir)), console.print)
     except (PlanError, ModelError, EngineError, OSError, ValueError) as err:
         fail(str(err))
     interrupt_on_sigterm()

@@ -268,15 +268,18 @@ class Streamer:
         connection (urllib3 retries these too), and the clock restarts with it."""
         assert self.session is not None, "use Streamer as an async context manager"
         timer = _Timer(record)
+        answered = False
         try:
             async with self.session.post(url, json=body, trace_request_ctx=timer) as resp:
+                answered = True  # the server has the request: never send it again
                 if resp.status != 200:
                     text = (await resp.read()).decode(errors="replace")[:300]
                     record.fail(f"http_{resp.status // 100}xx", f"HTTP {resp.status}: {text}")
                     return timer.finish()
                 await _read_lines(resp, timer)
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
-            if retry_stale and timer.ttft is None and not timer.parts:
+            stale = not answered and not isinstance(exc, aiohttp.ClientConnectorError)  # refused: not stale
+            if retry_stale and stale:
                 return await self.stream(url, body, record, retry_stale=False)
             record.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -116,6 +116,8 @@ class Climber:
         self.summary: RunSummary | None = None
         """The summary so far: complete after `run`, partial if it was interrupted."""
         self.rungs: dict[str, Rung] | None = None
+        self.sources: dict[str, str] = {}
+        """Each rung's model as resolved, before its engine prepared it (a GGUF's source directory)."""
         self.suites: list[Suite] = []
         self.load: tuple[SweepOptions, list[BenchRequest]] | None = None
         self.bandwidth: Bandwidth | None = None
@@ -124,6 +126,7 @@ class Climber:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
         SuiteError naming what is wrong."""
         resolved = resolve_models(self.plan, self.store)
+        self.sources = {name: rung.model for name, rung in resolved.items()}
         self.rungs = {
             name: self.engines.get(self.plan.engine_of(rung)).prepare(rung, self.notify)
             for name, rung in resolved.items()
@@ -213,8 +216,10 @@ class Climber:
         finally:
             result.memory = sampler.stop()
             self._stop(engine, server, result, before)
-            self._offline_agreement(engine, rung, result)
-            self._record(result)
+            try:
+                self._offline_agreement(engine, rung, result)
+            finally:
+                self._record(result)
         self._report(result)
         return result
 
@@ -229,7 +234,7 @@ class Climber:
         text.write_text("\n\n".join(eval_chunks(self.plan.agreement.text, self.plan.agreement.chunk_chars)))
         try:
             result.agreement = engine.offline_agreement(rung, baseline, text, text.parent)
-        except EngineError as err:
+        except (EngineError, OSError) as err:
             result.agreement_error = str(err)
 
     def logprobs_path(self, rung: str) -> Path:
@@ -270,7 +275,12 @@ class Climber:
     def _agreements(self, summary: RunSummary) -> None:
         """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""
         base_path = self.logprobs_path(summary.baseline)
-        if not self.plan.agreement.enabled or not base_path.exists():
+        if not self.plan.agreement.enabled:
+            return
+        if not base_path.exists():
+            for result in summary.rungs:
+                if result.agreement is None and self.logprobs_path(result.name).exists():
+                    result.agreement_error = f"the baseline {summary.baseline} has no prompt logprobs to compare with"
             return
         base = load_positions(base_path)
         for result in summary.rungs:
@@ -332,7 +342,7 @@ class Climber:
 
     def _rooflines(self, rung: Rung, result: RungResult, kv_bytes: int) -> list[Roofline]:
         steps = {name: s.mean_acceptance_length for name, s in result.spec.items() if s.mean_acceptance_length}
-        config = model_config(rung.model)
+        config = model_config(self.sources.get(rung.name, rung.model))  # a GGUF's source directory has the config
         assert self.bandwidth is not None
         return workload_rooflines(result.workloads, result.weights_gib, config, self.bandwidth, steps, kv_bytes)
 

@@ -281,6 +281,7 @@ class Plan(Strict):
         return self
 
     def engine_of(self, rung: Rung) -> str:
+        """The engine that serves `rung`: its own, else the plan's."""
         return rung.engine or self.engine
 
     @model_validator(mode="after")
@@ -312,9 +313,16 @@ class Plan(Strict):
         """The rung serving the same model, settings alike, without speculation: lossless speculation must give
         its greedy answers token for token."""
 
+        from llm_ladder.engines.base import engine_class
+
         def key(r: Rung) -> dict[str, Any]:
-            args = {k: v for k, v in r.args.items() if k not in ARGS_NOT_AFFECTING_OUTPUT}
-            return r.model_dump(exclude=SETTINGS_NOT_AFFECTING_OUTPUT | {"args"}) | {"args": args}
+            engine = self.engine_of(r)
+            filled = engine_class(engine).args(r).model_dump()  # `enforce_eager: false` and unset are the same
+            args = {k: v for k, v in filled.items() if k not in ARGS_NOT_AFFECTING_OUTPUT}
+            return r.model_dump(exclude=SETTINGS_NOT_AFFECTING_OUTPUT | {"args", "engine"}) | {
+                "args": args,
+                "e": engine,
+            }
 
         return next((r for r in self.rungs if r.speculative is None and key(r) == key(rung)), None)
 

@@ -106,7 +106,9 @@ def judge(result: RungResult, baseline: RungResult | None, budget: QualityBudget
     ]
     if failed:
         return Verdict(rung=result.name, accepted=False, reasons=failed)
-    return Verdict(rung=result.name, accepted=True, reasons=[f"{what} {op} {limit}" for _, what, op, limit in checks])
+    unmeasured = [f"{what}: n/a ({why})" for what, why in result.not_measured.items() if what != "startup stages"]
+    passed = [f"{what} {op} {limit}" for _, what, op, limit in checks]
+    return Verdict(rung=result.name, accepted=True, reasons=passed + unmeasured)
 
 
 def per_workload_winners(summary: RunSummary, accepted: set[str]) -> dict[str, str]:

@@ -20,6 +20,8 @@ if "--version" in args:
     sys.exit(0)
 if os.environ.get("FAKE_LLAMA_REPACK_CRASH") and "--no-repack" not in args:
     os.kill(os.getpid(), signal.SIGSEGV)
+if os.environ.get("FAKE_LLAMA_HANG"):  # loads forever: /health never answers
+    signal.pause()
 model = args[args.index("-m") + 1]
 from llm_ladder.mock_server import main  # noqa: E402
 

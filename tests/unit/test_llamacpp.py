@@ -27,7 +27,8 @@ def server_bin(tmp_path, monkeypatch):
     exe.parent.mkdir()
     exe.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    for name, script in (("llama-quantize", "exit 1"), ("llama-perplexity", f"cat {PRINTED}")):
+    touch_base = 'for a; do [ "$prev" = --kl-divergence-base ] && [ ! -e "$a" ] && : > "$a"; prev=$a; done'
+    for name, script in (("llama-quantize", "exit 1"), ("llama-perplexity", f"{touch_base}\ncat {PRINTED}")):
         (exe.parent / name).write_text(f"#!/bin/sh\n{script}\n")
         (exe.parent / name).chmod(0o755)
     PRINTED.write_text(LLAMA_PERPLEXITY_OUTPUT)
@@ -122,6 +123,23 @@ def test_a_repack_crash_at_startup_is_retried_once_without_repack(server_bin, tm
     assert server.startup.notes == []
 
 
+def test_a_slow_start_is_a_timeout_not_a_crash_to_retry(server_bin, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLAMA_HANG", "1")
+    rung = plan_with([{"name": "q8", "model": str(tmp_path / "Q8_0.gguf"), "startup_timeout_s": 1}]).rungs[0]
+    with pytest.raises(EngineError, match="not healthy after 1 s") as err:
+        LlamaCppEngine().start(rung, rung.model, tmp_path / "run")
+    assert "died by signal" not in str(err.value)
+    assert not (tmp_path / "run" / "logs" / "q8-no-repack.log").exists()  # stopped by us, not restarted
+
+
+def test_a_missing_configured_server_is_an_error_not_a_fallback(server_bin, tmp_path):
+    from llm_ladder.engines.llamacpp import find_binary
+
+    with pytest.raises(EngineError, match="the rung's `server`"):
+        find_binary("llama-server", str(tmp_path / "no-such-llama-server"))
+    assert find_binary("llama-server") == server_bin  # $LLAMA_SERVER when the rung names none
+
+
 def test_requests_replace_min_tokens_where_it_matters():
     short, long, edit = DEFAULT_WORKLOADS
     engine = LlamaCppEngine()
@@ -168,14 +186,14 @@ def test_gguf_variants_pass_gguf_files_and_name_bad_input(tmp_path):
 
     given = tmp_path / "mine.gguf"
     given.write_bytes(b"GGUF")
-    assert gguf_variant(str(given), "Q8_0", tmp_path, lambda: tmp_path) == given
+    assert gguf_variant(str(given), "Q8_0", lambda: tmp_path, lambda: tmp_path) == given
     with pytest.raises(EngineError, match=r"local model directory or a \.gguf file"):
-        gguf_variant("org/model", "Q8_0", tmp_path, lambda: tmp_path)
+        gguf_variant("org/model", "Q8_0", lambda: tmp_path, lambda: tmp_path)
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
     with pytest.raises(EngineError, match="unknown GGUF type 'Q9'"):
-        gguf_variant(str(model), "Q9", tmp_path, lambda: tmp_path)
+        gguf_variant(str(model), "Q9", lambda: tmp_path, lambda: tmp_path)
     assert gguf_dir(model) == tmp_path / "m-gguf"
 
 

@@ -123,3 +123,16 @@ def test_objective_must_name_a_measured_workload():
     with pytest.raises(PlanError, match="objective 'decode_tps_long' needs a workload named 'long'"):
         parse_plan(raw)
     assert parse_plan({**raw, "objective": "ttft_ms"}).objective == "ttft_ms"
+
+
+def test_the_speculative_rungs_reference_ignores_defaults_spelled_out_and_the_engine_named():
+    plan = parse_plan(
+        {"name": "p", "engine": "fake-vllm", "rungs": [
+            {"name": "base", "model": "m/x", "dtype": "bfloat16"},
+            {"name": "spec", "model": "m/x", "dtype": "bfloat16", "enforce_eager": False, "engine": "fake-vllm",
+             "speculative": {"method": "ngram"}},
+            {"name": "other", "model": "m/x", "dtype": "half", "speculative": {"method": "ngram"}},
+        ]}
+    )  # fmt: skip
+    assert plan.without_speculation(plan.rung("spec")).name == "base"
+    assert plan.without_speculation(plan.rung("other")) is None  # a different dtype is another model's output

@@ -166,6 +166,7 @@ def engine_classes() -> dict[str, metadata.EntryPoint]:
 
 
 def engine_class(name: str) -> type[Engine]:
+    """The installed engine called `name`; EngineError lists the installed ones."""
     found = engine_classes()
     if name not in found:
         known = ", ".join(sorted(found)) or "none: reinstall llm-ladder (scripts/install.sh)"
@@ -174,6 +175,7 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def get_engine(name: str, **kwargs: object) -> Engine:
+    """An instance of the engine called `name` (kwargs: host, port, ...)."""
     return engine_class(name)(**kwargs)
 
 
@@ -191,6 +193,7 @@ class EngineSet:
             self.default = default
 
     def get(self, name: str | None = None) -> Engine:
+        """The engine called `name` (default: the plan's), made and preflighted on first use."""
         name = name or self.default
         if name not in self.made:
             engine = get_engine(name, **self.options)

@@ -53,9 +53,14 @@ def quantize(f16: Path, quant: str, quantizer: Path, out: Path, log: Path, threa
 
 
 def gguf_variant(
-    model: str, quant: str, bin_dir: Path, converter: Callable[[], Path], notify: Callable[[str], None] = print
+    model: str,
+    quant: str,
+    quantizer: Callable[[], Path],
+    converter: Callable[[], Path],
+    notify: Callable[[str], None] = print,
 ) -> Path:
-    """The GGUF of `model` (a model directory, or a .gguf file used as is) in `quant`, made if missing."""
+    """The GGUF of `model` (a model directory, or a .gguf file used as is) in `quant`, made if missing; the
+    llama-quantize binary and the converter are looked up only when something must be made."""
     path = Path(model)
     if path.suffix == ".gguf" and path.is_file():
         return path
@@ -73,7 +78,7 @@ def gguf_variant(
     out = folder / f"{quant}.gguf"
     if not out.is_file():
         notify(f"quantizing {path.name} to GGUF {quant} (llama-quantize)")
-        quantize(f16, quant, bin_dir / "llama-quantize", out, log)
+        quantize(f16, quant, quantizer(), out, log)
     return out
 
 

@@ -60,6 +60,8 @@ class LlamaCppArgs(EngineArgs):
 
 def find_binary(name: str, configured: str | None = None) -> Path:
     """A llama.cpp program: `configured`, else $LLAMA_SERVER's directory, PATH, then the tool's own build."""
+    if configured and not (Path(configured).is_file() and os.access(configured, os.X_OK)):
+        raise EngineError(f"{name} {configured!r} (the rung's `server`) is not an executable file")
     env = os.environ.get("LLAMA_SERVER")
     candidates = [configured] if configured else []
     candidates += [str(Path(env).with_name(name))] if env and name != "llama-server" else [env] if env else []
@@ -128,10 +130,14 @@ class LlamaCppEngine(Engine):
     def prepare(self, rung: Rung, notify: Any = print) -> Rung:
         """The rung with its model (and draft) resolved to GGUF files, made now if missing."""
         args = self.args(rung)
-        bin_dir = find_binary("llama-quantize", _sibling(args.server, "llama-quantize")).parent
-        update: dict[str, Any] = {"model": str(gguf_variant(rung.model, args.quant, bin_dir, converter, notify))}
+
+        def quantizer() -> Path:
+            return find_binary("llama-quantize", _sibling(args.server, "llama-quantize"))
+
+        update: dict[str, Any] = {"model": str(gguf_variant(rung.model, args.quant, quantizer, converter, notify))}
         if rung.speculative and isinstance(rung.speculative.get("model"), str):
-            draft = gguf_variant(rung.speculative["model"], args.draft_quant or args.quant, bin_dir, converter, notify)
+            draft_quant = args.draft_quant or args.quant
+            draft = gguf_variant(rung.speculative["model"], draft_quant, quantizer, converter, notify)
             update["speculative"] = {**rung.speculative, "model": str(draft)}
         return rung.model_copy(update=update)
 
@@ -171,8 +177,8 @@ class LlamaCppEngine(Engine):
         try:
             proc.wait_healthy(f"{base_url}/health", rung.startup_timeout_s)
         except EngineError as err:
+            code = proc.exit_code  # read before stopping: a server we stop after a timeout did not crash
             proc.stop(grace_s=10)
-            code = proc.exit_code
             if code is not None and code < 0:
                 raise CrashedAtStartup(f"llama-server died by signal {-code} at startup", err.log_tail) from None
             raise
@@ -202,10 +208,10 @@ class LlamaCppEngine(Engine):
         """KL against the baseline model's F16 GGUF (made if missing) by llama-perplexity, the server stopped."""
         args = self.args(rung)
         binary = find_binary("llama-perplexity", _sibling(args.server, "llama-perplexity"))
-        reference = gguf_variant(baseline_model, "F16", binary.parent, converter)
+        reference = gguf_variant(baseline_model, "F16", lambda: binary.with_name("llama-quantize"), converter)
         threads = args.threads or len(os.sched_getaffinity(0))
         work_dir.mkdir(parents=True, exist_ok=True)
-        logits = save_reference(binary, reference, text, work_dir / f"llamacpp-{reference.parent.name}.kld", threads)
+        logits = save_reference(binary, reference, text, work_dir, threads)
         found = kl_divergence(binary, Path(rung.model), logits, work_dir / f"{rung.name}.llama-perplexity.log", threads)
         return found.model_copy(update={"reference": f"{reference} ({found.reference})"})
 

@@ -11,7 +11,7 @@ BF16 kernels where present; a lowest-common AVX2 build leaves speed behind on bi
 grants the tile permission and oneDNN's AMX works. Each build is keyed by the CPU's instruction-set flags: these
 machines change CPU between sessions and a binary built for a bigger one dies with SIGILL on a smaller one. The
 web UI (downloaded at build time by default), OpenSSL, tests and examples stay out.
-A user with llama.cpp of their own sets $LLAMA_SERVER (or `llama_server:` in a plan) and never builds.
+A user with llama.cpp of their own sets $LLAMA_SERVER (or a rung's `server:`) and never builds.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ CMAKE_ARGS = (
 
 
 def isa_key(cpuinfo: str | None = None) -> str:
-    """'amx_int8-avx2-...': the ISA flags of this CPU that a native ggml build depends on, sorted."""
+    """'avx-avx2-avx512f-...': the instruction-set flags of this CPU the build is made for, sorted."""
     text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text(errors="replace")
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return "-".join(sorted(set(flags) & set(ISA_FLAGS))) or "generic"

@@ -10,6 +10,7 @@ weights), then reads a rung's against them. Both run with no server up, after th
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -43,16 +44,22 @@ def _run(cmd: list[str], log: Path) -> str:
     return log.read_text(errors="replace")
 
 
-def save_reference(binary: Path, reference: Path, text: Path, out: Path, threads: int) -> Path:
-    """The reference GGUF's logits over `text`, saved to `out` (once per climb)."""
+def save_reference(binary: Path, reference: Path, text: Path, work_dir: Path, threads: int) -> Path:
+    """The reference GGUF's logits over `text`, saved once per reference and text (a name that hashes both); a
+    run that did not finish leaves only a `.partial` file, never one a later rung would trust."""
+    key = hashlib.sha256(f"{reference.resolve()}\n{text.read_text()}".encode()).hexdigest()[:12]
+    out = work_dir / f"llamacpp-reference-{key}.kld"
     if not out.is_file():
-        cmd = [str(binary), "-m", str(reference), "-f", str(text), "--kl-divergence-base", str(out),
+        partial = out.with_suffix(".partial")
+        cmd = [str(binary), "-m", str(reference), "-f", str(text), "--kl-divergence-base", str(partial),
                "-c", str(CTX), "-t", str(threads)]  # fmt: skip
         _run(cmd, out.with_suffix(".log"))
+        partial.rename(out)
     return out
 
 
 def parse(output: str) -> Agreement:
+    """llama-perplexity's KL report as an Agreement; EngineError names a figure it did not print."""
     values = {}
     for key, pattern in PATTERNS.items():
         found = re.findall(pattern, output)

@@ -111,7 +111,7 @@ def static_fp8_works(impl) -> bool:
 
     try:
         out, _ = impl(torch.tensor([[1.0, -2.0]]), torch.tensor([1.0]))
-    except (RuntimeError, NotImplementedError):
+    except Exception:  # a missing op surfaces as RuntimeError, NotImplementedError or AttributeError
         return False
     return torch.equal(out.float(), torch.tensor([[1.0, -2.0]]))
 
