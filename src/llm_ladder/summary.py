@@ -406,7 +406,8 @@ def to_markdown(summary: RunSummary) -> str:
         "",
         "## Startup stages",
         "",
-        "As vLLM logged them; total = wall time until /health answered. On CPU, compile = the compile warmup run.",
+        "As the engine logged them; total = wall time until /health answered. On vLLM CPU, compile = the compile "
+        "warmup run; llama.cpp logs no stages.",
         "",
         *_md_table(STAGE_COLUMNS, stage_rows(summary)),
     ]
