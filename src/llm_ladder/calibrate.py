@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from llm_ladder.engines.process import log_tail
+from llm_ladder.engines.process import log_tail, run_logged
 from llm_ladder.engines.vllm_cpu_fixes import cache_root
 from llm_ladder.models import ModelError
 
@@ -54,12 +53,8 @@ def venv_dir() -> Path:
 
 
 def _run(cmd: list[str], log: Path) -> None:
-    with log.open("a") as out:
-        out.write(f"# {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
-    if code.returncode != 0:
-        raise CalibrationError(f"{cmd[0]} {cmd[1]} ... exited with {code.returncode}:\n{log_tail(log, 15)}")
+    if (code := run_logged(cmd, log)) != 0:
+        raise CalibrationError(f"{cmd[0]} {cmd[1]} ... exited with {code}:\n{log_tail(log, 15)}")
 
 
 def ensure_venv(notify: Callable[[str], None] = print) -> Path:

@@ -12,14 +12,13 @@ the counts so results can say so.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from llm_ladder.engines.base import EngineError
-from llm_ladder.engines.process import log_tail
+from llm_ladder.engines.process import log_tail, run_logged
 
 QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0",
                "Q4_1", "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS")  # fmt: skip
@@ -31,11 +30,7 @@ def gguf_dir(model_dir: Path) -> Path:
 
 
 def _run(cmd: list[str], log: Path) -> None:
-    with log.open("a") as out:
-        out.write(f"# {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-    if code != 0:
+    if (code := run_logged(cmd, log)) != 0:
         raise EngineError(f"{Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name} failed ({code}), log {log}",
                           log_tail(log))  # fmt: skip
 

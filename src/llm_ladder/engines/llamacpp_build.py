@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llm_ladder.engines.base import EngineError
-from llm_ladder.engines.process import log_tail
+from llm_ladder.engines.process import log_tail, run_logged
 from llm_ladder.engines.vllm_cpu_fixes import cache_root
 
 BUILD = 11434
@@ -81,11 +80,7 @@ def installed_bin(cpuinfo: str | None = None) -> Path | None:
 
 
 def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-    with log.open("a") as out:
-        out.write(f"# {' '.join(cmd)}\n")
-        out.flush()
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env).returncode
-    if code != 0:
+    if (code := run_logged(cmd, log, env)) != 0:
         raise EngineError(f"{Path(cmd[0]).name} exited with {code} while building llama.cpp (log {log})", log_tail(log))
 
 

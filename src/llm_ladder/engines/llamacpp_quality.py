@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 from pathlib import Path
 
 from llm_ladder.agreement import Agreement
 from llm_ladder.engines.base import EngineError
-from llm_ladder.engines.process import log_tail
+from llm_ladder.engines.process import log_tail, run_logged
 
 CTX = 512
 PATTERNS = {
@@ -33,11 +32,7 @@ CHUNKS = re.compile(r"computing over (\d+) chunks, n_ctx=(\d+)")
 def _run(cmd: list[str], log: Path) -> str:
     """Run `cmd`; once more with --no-repack if it dies by a signal (the same policy as the server's)."""
     for attempt in (cmd, [*cmd, "--no-repack"]):
-        with log.open("a") as out:
-            out.write(f"# {' '.join(attempt)}\n")
-            out.flush()
-            code = subprocess.run(attempt, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-        if code >= 0:
+        if (code := run_logged(attempt, log)) >= 0:
             break
     if code != 0:
         raise EngineError(f"llama-perplexity exited with {code} (log {log})", log_tail(log))

@@ -30,6 +30,17 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> int:
+    """Run a batch command to completion with its output appended to `log` after a `# command` line; returns
+    its exit code (negative: killed by that signal). Callers turn a failure into their own error."""
+    with log.open("a") as out:
+        out.write(f"# {' '.join(cmd)}\n")
+        out.flush()
+        return subprocess.run(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        ).returncode
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
