@@ -59,6 +59,22 @@ def parse_prompt_logprobs(entries: Sequence[dict[str, Any] | None], token_ids: S
     return positions
 
 
+@dataclass(frozen=True)
+class ReferenceLogits:
+    """Full-vocabulary logits an engine saved offline (llama.cpp: llama-perplexity's reference): the token
+    contexts they were computed in, the first scored position of each, and the scored positions in order."""
+
+    label: str
+    chunks: list[list[int]]
+    scored_from: int
+    positions: list[Position]
+
+    def scored(self, per_chunk: Sequence[Sequence[Position]]) -> list[Position]:
+        """Another engine's positions over the same contexts (per chunk, the i-th predicting token i + 1), cut to
+        the positions scored here."""
+        return [p for chunk in per_chunk for p in chunk[self.scored_from :]]
+
+
 def perplexity(positions: Sequence[Position]) -> float:
     return math.exp(-statistics.fmean(p.actual_logprob for p in positions))
 

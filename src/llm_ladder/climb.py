@@ -14,6 +14,7 @@ import psutil
 from pydantic import ValidationError
 
 from llm_ladder.agreement import agreement, eval_chunks, load_positions, save_positions
+from llm_ladder.baseline_pass import plan_pass, run_pass
 from llm_ladder.client import RequestRecord
 from llm_ladder.engines.base import Engine, EngineError, EngineSet, Server
 from llm_ladder.engines.process import log_tail
@@ -172,6 +173,7 @@ class Climber:
                 continue
             self.climb_rung(original, rungs[original.name], sinks)
         self._agreements(summary)
+        self._baseline_pass(summary)
         self._suite_comparisons(summary)
         summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
         self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
@@ -236,6 +238,15 @@ class Climber:
             result.agreement = engine.offline_agreement(rung, baseline, text, text.parent)
         except (EngineError, OSError) as err:
             result.agreement_error = str(err)
+
+    def _baseline_pass(self, summary: RunSummary) -> None:
+        """Scoring by the baseline's engine of what other engines' rungs could not score (baseline_pass.py)."""
+        assert self.rungs is not None
+        todo = plan_pass(self.plan, summary, self.engines, self.run_dir.path / "logprobs")
+        if todo:
+            baseline = self.plan.baseline
+            engine = self.engines.get(self.plan.engine_of(baseline))
+            run_pass(self.plan, self.rungs[baseline.name], engine, todo, self.run_dir, summary, self.notify)
 
     def logprobs_path(self, rung: str) -> Path:
         return self.run_dir.path / "logprobs" / f"{rung}.json"

@@ -176,10 +176,10 @@ def _model(model: str, store: ModelStore) -> Check:
 
 
 def llamacpp(needed: bool) -> Check:
-    """The llama-server a llama.cpp rung would run: where it is, its version, and the CPU features it was built
-    with (its build keys; see llamacpp_build.py)."""
+    """The llama-server a llama.cpp rung would run: where it is, its version, the CPU backend it loads here and the
+    features that backend was compiled with, and whether the tool built it (see llamacpp_build.py)."""
     from llm_ladder.engines.base import EngineError
-    from llm_ladder.engines.llamacpp import find_binary, version
+    from llm_ladder.engines.llamacpp import cpu_backend, find_binary, version
     from llm_ladder.engines.llamacpp_build import build_dir, isa_key
 
     try:
@@ -188,7 +188,7 @@ def llamacpp(needed: bool) -> Check:
         return Check(name="llama.cpp", status="fail" if needed else "skip", message=str(err))
     ours = binary.parent.parent == build_dir()
     built = f"built by ladder for this CPU ({isa_key()})" if ours else "not built by ladder"
-    return Check(name="llama.cpp", status="ok", message=f"{binary}: {version(binary)}; {built}")
+    return Check(name="llama.cpp", status="ok", message=f"{binary}: {version(binary)}; {cpu_backend(binary)}; {built}")
 
 
 def diagnose(plan: Plan | None, store: ModelStore) -> list[Check]:

@@ -150,7 +150,9 @@ async def _measure(
         }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled and target.caps.prompt_logprobs else []
         positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
-        items = await run_suites(http, base_url, model, suites, plan.suites, sinks.on_item)
+        one_at_a_time = plan.suites.model_copy(update={"concurrency": 1})  # see Capabilities.batch_invariant
+        suites_spec = plan.suites if target.caps.batch_invariant else one_at_a_time
+        items = await run_suites(http, base_url, model, suites, suites_spec, sinks.on_item)
         return Measured(workloads, positions, items)
 
 

@@ -216,7 +216,9 @@ class _Chunked:
 
 def _completion_with_logprobs(body: dict, script: Script) -> dict:
     """Prompt logprobs in vLLM's shape over a toy tokenizer (one token per word)."""
-    ids = _toy_ids(str(body["prompt"]))
+    ids = (
+        body["prompt"] if isinstance(body["prompt"], list) else _toy_ids(str(body["prompt"]))
+    )  # token ids as vLLM takes them
     k = int(body["prompt_logprobs"])
     entries: list[dict | None] = [None]
     for tok in ids[1:]:

@@ -64,6 +64,8 @@ class RungResult(BaseModel):
     agreement: Agreement | None = None
     """Against the baseline's prompt logprobs: perplexity (ratio), mean / p99 KL, same-top share with its CI."""
     agreement_error: str | None = None
+    answers_scored_by: str | None = None
+    """The rung that scored this rung's answers when its own engine could not (baseline_pass.py); None: itself."""
     suites: dict[str, SuiteScore] = {}
     """Task-suite accuracies (greedy), each with its CI and the paired comparison with the baseline."""
     greedy_identity: Identity | None = None
@@ -117,6 +119,10 @@ class RunSummary(BaseModel):
     """What the baseline's weights really are, when its name would mislead (models.provenance)."""
     quality_budget: dict[str, Any] | None = None
     """The plan's budget the verdicts used (drawn in the report)."""
+    cross_engine: dict[str, Agreement] = {}
+    """Another engine's reference logits (llama.cpp's F16 GGUF) against the baseline's prompt logprobs over the
+    same token contexts: the same weights on two engines, so about 0 (baseline_pass.py)."""
+    cross_engine_error: str | None = None
     selection: dict[str, Any] | None = None
     """How `ladder plan auto` chose the rungs for this machine (hardware, and each rung in or out with why)."""
 

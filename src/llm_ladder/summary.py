@@ -6,6 +6,8 @@ import html
 
 from rich.table import Table
 
+from llm_ladder.agreement import Agreement
+from llm_ladder.engines.base import engine_class, engine_classes
 from llm_ladder.loadstats import LOAD_COLUMNS, level_cells
 from llm_ladder.results import RungResult, RunSummary
 from llm_ladder.suites import SuiteScore
@@ -147,31 +149,45 @@ def _answer_perplexity(result: RungResult) -> str:
         if stats.output_perplexity is not None
     ]
     why = result.not_measured.get("answers' perplexity")
-    return ", ".join(parts) or (f"n/a ({why})" if why else "n/a")
+    by = f" (scored by {result.answers_scored_by})" if parts and result.answers_scored_by else ""
+    return ", ".join(parts) + by if parts else f"n/a ({why})" if why else "n/a"
+
+
+def _agreement_cells(name: str, a: Agreement, answers: str) -> list[str]:
+    lo, hi = a.same_top_ci95
+    return [name, str(a.tokens), f"{a.perplexity:.3f}", f"{a.perplexity_ratio:.4f}", f"{a.mean_kl:.5f}",
+            f"{a.p99_kl:.4f}", f"{a.same_top:.1%} ({lo:.1%}–{hi:.1%})", answers]  # fmt: skip
 
 
 def agreement_rows(summary: RunSummary) -> list[list[str]]:
     out = []
     for r in summary.rungs:
-        a = r.agreement
-        if a is None:
-            if r.agreement_error:
-                out.append([r.name, "n/a", "n/a", "n/a", "n/a", "n/a", r.agreement_error, _answer_perplexity(r)])
-            continue
-        lo, hi = a.same_top_ci95
-        out.append(
-            [
-                r.name,
-                str(a.tokens),
-                f"{a.perplexity:.3f}",
-                f"{a.perplexity_ratio:.4f}",
-                f"{a.mean_kl:.5f}",
-                f"{a.p99_kl:.4f}",
-                f"{a.same_top:.1%} ({lo:.1%}–{hi:.1%})",
-                _answer_perplexity(r),
-            ]
-        )
+        if r.agreement is not None:
+            out.append(_agreement_cells(r.name, r.agreement, _answer_perplexity(r)))
+        elif r.agreement_error:
+            out.append([r.name, "n/a", "n/a", "n/a", "n/a", "n/a", r.agreement_error, _answer_perplexity(r)])
+    for label, a in summary.cross_engine.items():
+        out.append(_agreement_cells(f"{label} vs {summary.baseline}", a, "–"))
+    if summary.cross_engine_error:
+        out.append(["cross-engine check", *["n/a"] * 5, summary.cross_engine_error, "–"])
     return out
+
+
+CROSS_ENGINE_KL = 0.005
+"""Mean KL between two engines serving the same 16-bit weights above which one agreement path is suspect: the
+F16 GGUF against vLLM bf16 differs by bf16 against F16 rounding only (well under this)."""
+
+
+def cross_engine_lines(summary: RunSummary) -> list[str]:
+    lines = []
+    for label, a in summary.cross_engine.items():
+        verdict = (
+            "the two engines agree, so their agreement figures compare"
+            if a.mean_kl <= CROSS_ENGINE_KL
+            else f"above {CROSS_ENGINE_KL}: one of the two agreement paths is off; compare its rungs with care"
+        )
+        lines.append(f"- {label} vs {summary.baseline} ({a.reference}): mean KL {a.mean_kl:.5f}, {verdict}.")
+    return ["", "Cross-engine check (the same weights on both engines):", "", *lines] if lines else []
 
 
 SUITE_COLUMNS = ("rung", "suite", "n", "accuracy (95% CI)", "loose", "vs baseline", "errors")
@@ -228,6 +244,13 @@ def _identity_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+def _one_at_a_time(summary: RunSummary) -> list[str]:
+    engines = sorted({r.engine for r in summary.rungs if r.engine})
+    serial = [e for e in engines if e in engine_classes() and not engine_class(e).capabilities.batch_invariant]
+    return [f"{', '.join(serial)} answered them one at a time: its greedy answers depend on which requests share "
+            "a batch."] if serial else []  # fmt: skip
+
+
 def _suite_lines(summary: RunSummary) -> list[str]:
     body = suite_rows(summary)
     if not body:
@@ -239,6 +262,7 @@ def _suite_lines(summary: RunSummary) -> list[str]:
         "Greedy decoding (temperature 0, fixed seed); strict accuracy with its 95% Wilson interval, IFEval's loose "
         "accuracy for instruction items, and the paired comparison with the baseline on the same items. Every item's "
         "prompt, answer and verdict: `suites/<rung>.jsonl`.",
+        *_one_at_a_time(summary),
         "",
         *_md_table(SUITE_COLUMNS, body),
     ]
@@ -418,9 +442,11 @@ def to_markdown(summary: RunSummary) -> str:
             "",
             "Prompt logprobs (top-k) of every rung on the same fixed text, against the baseline's: perplexity and "
             "its ratio, KL divergence (top-k plus a tail bucket), and how often both rank the same token first. "
-            "Answers' perplexity: the rung's generated answers scored by its own model (median per workload).",
+            "Answers' perplexity: the rung's generated answers scored by its own model (median per workload), "
+            "or by the baseline where the rung's engine serves no prompt logprobs.",
             "",
             *_md_table(AGREEMENT_COLUMNS, agreement),
+            *cross_engine_lines(summary),
         ]
     lines += _roofline_lines(summary)
     lines += _suite_lines(summary)

@@ -106,14 +106,15 @@ def test_serves_verifies_the_file_type_and_counts_drafts(server_bin, tmp_path):
         assert engine.stop(server).leftover_pids == []
 
 
-def test_a_repack_crash_at_startup_is_retried_once_without_repack(server_bin, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_LLAMA_REPACK_CRASH", "1")
+@pytest.mark.parametrize(("crash", "when"), [("1", "at startup"), ("request", "at its first request")])
+def test_a_repack_crash_is_retried_once_without_repack(server_bin, tmp_path, monkeypatch, crash, when):
+    monkeypatch.setenv("FAKE_LLAMA_REPACK_CRASH", crash)
     engine = LlamaCppEngine()
     rung = plan_with([{"name": "q4", "model": str(tmp_path / "Q4_K_M.gguf")}]).rungs[0]
     server = engine.start(rung, rung.model, tmp_path / "run")
     try:
         assert "--no-repack" in server.command
-        assert server.startup.notes == ["llama-server died by signal 11 at startup; started again with --no-repack"]
+        assert server.startup.notes == [f"llama-server died by signal 11 {when}; started again with --no-repack"]
     finally:
         engine.stop(server)
     no_repack = plan_with([{"name": "q4", "model": str(tmp_path / "Q4_K_M.gguf"), "repack": False}]).rungs[0]
@@ -121,6 +122,17 @@ def test_a_repack_crash_at_startup_is_retried_once_without_repack(server_bin, tm
     server = engine.start(no_repack, no_repack.model, tmp_path / "run2")
     engine.stop(server)
     assert server.startup.notes == []
+
+
+@pytest.mark.parametrize("dl", ["", "1"])
+def test_doctor_names_the_cpu_backend_and_its_features(server_bin, monkeypatch, dl):
+    from llm_ladder.doctor import llamacpp
+
+    monkeypatch.setenv("FAKE_LLAMA_BACKEND_DL", dl)
+    check = llamacpp(needed=True)
+    assert check.status == "ok" and "version: 11434 (fake)" in check.message
+    backend = "libggml-cpu-sapphirerapids.so" if dl else "built in"
+    assert f"CPU backend {backend}; SSE3 AVX2 AVX512 REPACK;" in check.message  # AMX_INT8 = 0 left out
 
 
 def test_a_slow_start_is_a_timeout_not_a_crash_to_retry(server_bin, tmp_path, monkeypatch):

@@ -78,6 +78,10 @@ class Capabilities(BaseModel):
     """A floor on output length (vLLM's `min_tokens`); without it long workloads use `ignore_eos`."""
     token_ids: bool = False
     """Token ids of each answer (`return_token_ids`): greedy identity token for token, else by text."""
+    batch_invariant: bool = True
+    """Greedy answers do not depend on which other requests share the batch. Where they do (llama.cpp on CPU: 16
+    of 30 answers changed between two identical runs with 8 in flight, none one at a time), task suites are
+    answered one at a time, so accuracy and greedy identity compare rungs, not batch luck."""
     spec_metrics: str | None = None
     """Prefix of the speculative-decoding counters in /metrics (`vllm:`), None without."""
     startup_stages: tuple[str, ...] = ()
@@ -121,6 +125,11 @@ class Engine(ABC):
     def offline_agreement(self, rung: Rung, baseline_model: str, text: Path, work_dir: Path) -> Any:
         """Agreement with the baseline model measured without the server (engines with no prompt logprobs);
         None where the HTTP path is used."""
+        return None
+
+    def reference_logits(self, work_dir: Path, k: int) -> Any:
+        """The `ReferenceLogits` this engine's offline agreement compared rungs with in `work_dir` (top k per
+        position), for checking them against the baseline's engine; None where it keeps none."""
         return None
 
     def describe_weights(self, rung: Rung) -> str | None:

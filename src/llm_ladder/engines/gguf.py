@@ -94,3 +94,16 @@ def file_type(gguf: Path) -> str | None:
         return None
     name = LlamaFileType(int(field.parts[field.data[0]][0])).name
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def prepended_bos(gguf: Path) -> int | None:
+    """The BOS token llama.cpp puts first in every context for this model, or None when it adds none."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf).fields
+
+    def value(key: str) -> int | None:
+        field = fields.get(key)
+        return int(field.parts[field.data[0]][0]) if field is not None else None
+
+    return value("tokenizer.ggml.bos_token_id") if value("tokenizer.ggml.add_bos_token") else None

@@ -21,18 +21,20 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import Field
 
-from llm_ladder.agreement import Agreement
+from llm_ladder.agreement import Agreement, ReferenceLogits
 from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
 from llm_ladder.engines.gguf import QUANT_TYPES, file_type, gguf_variant, tensor_types
 from llm_ladder.engines.llamacpp_build import converter, installed_bin
-from llm_ladder.engines.llamacpp_quality import kl_divergence, save_reference
-from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
+from llm_ladder.engines.llamacpp_quality import kl_divergence, read_reference, save_reference
+from llm_ladder.engines.process import ManagedProcess, free_port, log_tail, port_in_use
 from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.plan import Rung
 
@@ -86,6 +88,31 @@ def version(binary: Path) -> str:
     return " ".join((out.stdout + out.stderr).strip().splitlines()[:2])
 
 
+SYSTEM_INFO = re.compile(r"system_info: .*?\| (CPU : .*)")
+BACKEND = re.compile(r"load_backend: loaded (\S+) backend from (\S+)")
+
+
+def cpu_backend(binary: Path) -> str:
+    """The CPU code the binary runs here: the backend library a GGML_BACKEND_DL build picks for this CPU (Debian's
+    14 variants) or "built in", and the features it was compiled with (`system_info`, printed at trace level).
+    Asked of a server that cannot load its model, so it stops right after printing them."""
+    cmd = [str(binary), flag(binary, "-lv", "--verbosity"), "4", "-m", "/nonexistent/ladder-doctor.gguf"]
+    cmd += ["--host", "127.0.0.1", "--port", str(free_port("127.0.0.1"))]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return "CPU backend unknown (the binary did not exit within 60 s)"
+    text = out.stdout + out.stderr
+    libs = [Path(lib).name for kind, lib in BACKEND.findall(text) if kind == "CPU"]
+    info = SYSTEM_INFO.search(text)
+    on = (
+        [f.split(" = ")[0] for f in info.group(1).removeprefix("CPU : ").split(" | ") if f.endswith("= 1")]
+        if info
+        else []
+    )
+    return f"CPU backend {', '.join(libs) or 'built in'}; " + (" ".join(on) if on else "features not reported")
+
+
 def flag(binary: Path, *names: str) -> str:
     """The first of `names` this build knows."""
     text = help_text(binary)
@@ -110,7 +137,11 @@ def spec_args(binary: Path, spec: dict[str, Any], draft_gguf: Path | None) -> li
 
 
 class CrashedAtStartup(EngineError):
-    """The server died by a signal before it was healthy (a crash, not a bad flag)."""
+    """The server died by a signal before it was healthy or at its first request (a crash, not a bad flag)."""
+
+
+class FirstRequestFailed(EngineError):
+    """The server was healthy but its first request failed."""
 
 
 class LlamaCppEngine(Engine):
@@ -118,7 +149,7 @@ class LlamaCppEngine(Engine):
 
     name = "llama.cpp"
     Args = LlamaCppArgs
-    capabilities = Capabilities(spec_metrics="llamacpp:")
+    capabilities = Capabilities(spec_metrics="llamacpp:", batch_invariant=False)
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host, self.port = host, port
@@ -176,11 +207,13 @@ class LlamaCppEngine(Engine):
         base_url = f"http://{self.host}:{port}"
         try:
             proc.wait_healthy(f"{base_url}/health", rung.startup_timeout_s)
+            _first_request(proc, base_url, rung)
         except EngineError as err:
             code = proc.exit_code  # read before stopping: a server we stop after a timeout did not crash
             proc.stop(grace_s=10)
             if code is not None and code < 0:
-                raise CrashedAtStartup(f"llama-server died by signal {-code} at startup", err.log_tail) from None
+                stage = "at its first request" if isinstance(err, FirstRequestFailed) else "at startup"
+                raise CrashedAtStartup(f"llama-server died by signal {-code} {stage}", err.log_tail) from None
             raise
         except BaseException:
             proc.stop(grace_s=10)
@@ -215,6 +248,11 @@ class LlamaCppEngine(Engine):
         found = kl_divergence(binary, Path(rung.model), logits, work_dir / f"{rung.name}.llama-perplexity.log", threads)
         return found.model_copy(update={"reference": f"{reference} ({found.reference})"})
 
+    def reference_logits(self, work_dir: Path, k: int) -> ReferenceLogits | None:
+        """The newest saved reference in `work_dir`: the baseline model's F16 GGUF, by llama-perplexity."""
+        saved = sorted(work_dir.glob("llamacpp-reference-*.kld"), key=lambda p: p.stat().st_mtime)
+        return read_reference(saved[-1], k, "llama.cpp F16 GGUF (llama-perplexity)") if saved else None
+
     def describe_weights(self, rung: Rung) -> str | None:
         """The GGUF's tensor types by count: a K-quant's name hides the fallbacks (SmolLM2's 576 columns)."""
         types = tensor_types(Path(rung.model))
@@ -227,6 +265,18 @@ class LlamaCppEngine(Engine):
         if workload.min_tokens and workload.min_tokens >= workload.max_tokens:
             extras["ignore_eos"] = True
         return extras
+
+
+def _first_request(proc: ManagedProcess, base_url: str, rung: Rung) -> None:
+    """Two greedy tokens before the server counts as started: the repack crashes seen so far hit the first
+    mat-mul over quantized weights, which /health does not reach (it answers before any is run)."""
+    body = {"model": rung.label, "prompt": "Hello", "max_tokens": 2, "temperature": 0}
+    try:
+        httpx.post(f"{base_url}/v1/completions", json=body, timeout=rung.startup_timeout_s).raise_for_status()
+    except httpx.HTTPError as err:
+        with suppress(subprocess.TimeoutExpired):
+            proc.proc.wait(timeout=5)  # a crash closes the connection a moment before the process is reaped
+        raise FirstRequestFailed(f"llama-server failed its first request ({err})", log_tail(proc.log_path)) from None
 
 
 def _sibling(server: str | None, name: str) -> str | None:

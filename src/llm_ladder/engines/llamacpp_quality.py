@@ -11,11 +11,14 @@ weights), then reads a rung's against them. Both run with no server up, after th
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import struct
 from pathlib import Path
 
-from llm_ladder.agreement import Agreement
+from llm_ladder.agreement import Agreement, Position, ReferenceLogits
 from llm_ladder.engines.base import EngineError
+from llm_ladder.engines.gguf import prepended_bos
 from llm_ladder.engines.process import log_tail, run_logged
 
 CTX = 512
@@ -49,8 +52,40 @@ def save_reference(binary: Path, reference: Path, text: Path, work_dir: Path, th
         cmd = [str(binary), "-m", str(reference), "-f", str(text), "--kl-divergence-base", str(partial),
                "-c", str(CTX), "-t", str(threads)]  # fmt: skip
         _run(cmd, out.with_suffix(".log"))
+        out.with_suffix(".json").write_text(json.dumps({"gguf": str(reference), "bos": prepended_bos(reference)}))
         partial.rename(out)
     return out
+
+
+def read_reference(path: Path, k: int, label: str) -> ReferenceLogits:
+    """llama-perplexity's saved logits read back (tools/perplexity: "_logits_", n_ctx, n_vocab, n_chunk, the
+    tokens, then per chunk and scored position a float scale and minimum and n_vocab uint16 log-probabilities,
+    values below max − 16 stored as 0). Each scored position becomes a `Position` with its top k, so the baseline's
+    prompt logprobs over the same contexts compare with it as with any rung."""
+    import numpy as np
+
+    with path.open("rb") as f:
+        if f.read(8) != b"_logits_":
+            raise EngineError(f"{path} is not a llama-perplexity logits file")
+        n_ctx, n_vocab, n_chunk = struct.unpack("<3i", f.read(12))
+        tokens = np.fromfile(f, dtype="<i4", count=n_chunk * n_ctx).reshape(n_chunk, n_ctx)
+        offset = f.tell()
+    first, nv = n_ctx // 2, 2 * ((n_vocab + 1) // 2) + 4
+    scored = n_ctx - 1 - first
+    data = np.memmap(path, dtype="<u2", mode="r", offset=offset, shape=(n_chunk, scored, nv))
+    bos = json.loads(path.with_suffix(".json").read_text())["bos"] if path.with_suffix(".json").is_file() else None
+    chunks, positions = [], []
+    for c in range(n_chunk):
+        head = np.ascontiguousarray(data[c, :, :4]).view("<f4")  # (scored, 2): scale, min log-prob
+        logprobs = data[c, :, 4 : 4 + n_vocab].astype(np.float32) * head[:, :1] + head[:, 1:2]
+        actual = tokens[c, first + 1 :]
+        top = np.argpartition(-logprobs, k, axis=1)[:, :k]
+        for i in range(scored):
+            row = logprobs[i]
+            positions.append(Position(int(actual[i]), float(row[actual[i]]), {int(t): float(row[t]) for t in top[i]}))
+        context = tokens[c].tolist()
+        chunks.append(context if bos is None else [bos, *context[1:]])
+    return ReferenceLogits(label=label, chunks=chunks, scored_from=first, positions=positions)
 
 
 def parse(output: str) -> Agreement:
