@@ -299,16 +299,22 @@ def per_workload_line(summary: RunSummary) -> str:
     return "Fastest inside the budget per workload: " + ", ".join(parts) + "."
 
 
-REFINEMENTS = {"-gptq": "calibrated", "-mixed": "mixed precision"}
-"""Model-name suffixes of a round-to-nearest scheme refined (quantize.SCHEMES), and what the refinement is."""
+REFINEMENTS = {"-gptq": "calibrated", "-mixed": "mixed precision", "-imatrix": "importance matrix"}
+"""Weight-file suffixes of a round-to-nearest scheme refined (quantize.SCHEMES, a GGUF's `-imatrix`), and what the
+refinement is."""
+
+
+def _weights(result: RungResult) -> str:
+    return (result.model_path or result.model).removesuffix(".gguf")
 
 
 def refinement_pairs(summary: RunSummary) -> list[tuple[RungResult, RungResult, str]]:
-    """(round-to-nearest, refined, how) rungs: the same scheme with and without a refinement suffix on the model."""
-    by_model = {r.model: r for r in summary.rungs if r.status == "ok"}
-    return [(by_model[r.model.removesuffix(suffix)], r, how) for r in by_model.values()
+    """(round-to-nearest, refined, how) rungs: the same scheme with and without a refinement suffix on the
+    weights, neither speculating."""
+    plain = {_weights(r): r for r in summary.rungs if r.status == "ok" and not r.config.get("speculative")}
+    return [(plain[key.removesuffix(suffix)], r, how) for key, r in plain.items()
             for suffix, how in REFINEMENTS.items()
-            if r.model.endswith(suffix) and r.model.removesuffix(suffix) in by_model]  # fmt: skip
+            if key.endswith(suffix) and key.removesuffix(suffix) in plain]  # fmt: skip
 
 
 def refinement_facts(summary: RunSummary) -> list[str]:

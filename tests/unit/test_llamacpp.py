@@ -95,6 +95,8 @@ def test_serves_verifies_the_file_type_and_counts_drafts(server_bin, tmp_path):
     server = engine.start(rung, rung.model, tmp_path / "run")
     try:
         assert engine.verify(rung, server) == []
+        with_imatrix = rung.model_copy(update={"args": {"imatrix": True}})
+        assert engine.verify(with_imatrix, server) == ["Q8_0.gguf was not quantized with an importance matrix"]
         mislabelled = tiny_gguf(tmp_path / "other" / "Q4_K_M.gguf", 7)
         assert engine.verify(rung.model_copy(update={"model": str(mislabelled)}), server) == [
             f"log does not show {mislabelled} being loaded", "Q4_K_M.gguf holds file type Q8_0, not Q4_K_M"]  # fmt: skip

@@ -84,3 +84,10 @@ def test_calibration_is_shown_against_its_round_to_nearest_twin():
     assert "## What calibration and mixed precision bought" in md
     assert "- int8 (calibrated) against int8-rtn (round-to-nearest): mean KL 0.0184 → 0.0101" in md
     assert "same top token 88.1% → 92.3%" in md
+    q4, q4i, spec = rung("q4", "m", 0.0536, 0.859), rung("q4-imatrix", "m", 0.032, 0.888), rung("q4-ngram", "m", 0, 1)
+    q4.model_path, q4i.model_path, spec.model_path = "/g/Q4_K_M.gguf", "/g/Q4_K_M-imatrix.gguf", "/g/Q4_K_M.gguf"
+    spec.config = {"speculative": {"method": "ngram"}}  # the same file speculating is not the round-to-nearest twin
+    summary = RunSummary(plan="p", started_at="t", baseline="q4", rungs=[q4, q4i, spec])
+    assert "- q4-imatrix (importance matrix) against q4 (round-to-nearest): mean KL 0.0536 → 0.0320" in to_markdown(
+        summary
+    )

