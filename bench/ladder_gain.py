@@ -15,8 +15,8 @@ from bench_cli import run_dir
 from rich.console import Console
 from rich.table import Table
 
-from llm_ladder.hardware import detect
-from llm_ladder.results import RungResult, RunSummary
+from llm_ladder.outputs.results import RungResult, RunSummary
+from llm_ladder.plan.hardware import detect
 
 COLUMNS = ("rung", "tok/s long", "× base", "tok/s edit", "× base", "edit acceptance", "× target (edit)",
            "mean KL", "same top", "greedy identity", "verdict")  # fmt: skip

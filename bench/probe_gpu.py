@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from llm_ladder.probe import ProbeResult, probe
+from llm_ladder.probe.probe import ProbeResult, probe
 
 PROMPT = (
     "Explain, step by step and in plain words, how a large language model turns a prompt into an answer: "

@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from llm_ladder.results import RunSummary
-from llm_ladder.summary import AGREEMENT_COLUMNS, SUITE_COLUMNS, agreement_rows, suite_rows
+from llm_ladder.outputs.quality_tables import AGREEMENT_COLUMNS, SUITE_COLUMNS, agreement_rows, suite_rows
+from llm_ladder.outputs.results import RunSummary
 
 
 def print_quality(summary: RunSummary, console: Console) -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from llm_ladder.mock_engine import FakeVllm  # noqa: F401  (tests import it from here)
+from llm_ladder.testing.fake_engine import FakeVllm  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture

@@ -1,3 +1,3 @@
-from llm_ladder.cli import main
+from llm_ladder.cli.main import main
 
 main()

@@ -8,10 +8,11 @@ import sys
 import psutil
 import yaml
 
-from llm_ladder.cli_plan import machine_plan
+from llm_ladder.cli.plan import machine_plan
 from llm_ladder.engines.vllm import RUN_MARKER
 from llm_ladder.engines.vllm_cpu_fixes import EXPAND_FIX_LOG
-from llm_ladder.plan import DEFAULT_WORKLOADS
+from llm_ladder.measure.energy import open_energy_source
+from llm_ladder.plan.schema import DEFAULT_WORKLOADS
 
 from ..browser import open_report, painted_share
 
@@ -58,6 +59,10 @@ def _engine_processes(run_dir):
     return found
 
 
+def _items(out, rung):
+    return [json.loads(x) for x in (out / "suites" / f"{rung}.jsonl").read_text().splitlines()]
+
+
 def test_climb_on_vllm_cpu(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -77,9 +82,9 @@ def test_climb_on_vllm_cpu(tmp_path):
         assert rung["memory"]["peak_rss_gib"] > 0.2
         assert rung["stop"]["leftover_pids"] == [] and rung["stop"]["memory_released"]
         assert all(v.startswith("ok") for v in rung["verification"])
-        assert rung["workloads"]["short"]["output_perplexity"]["median"] > 1  # answers scored by their model
+        assert 1 < rung["workloads"]["short"]["output_perplexity"]["median"] < 50  # text the model would write
         assert {s["suite"]: s["n"] for s in rung["suites"].values()} == {"instructions": 4, "exact": 4}
-        items = [json.loads(x) for x in (out / "suites" / f"{rung['name']}.jsonl").read_text().splitlines()]
+        items = _items(out, rung["name"])
         assert len(items) == 8 and all(i["response"] and i["token_ids"] and i["error"] is None for i in items)
     assert summary["selection"]["hardware"] and summary["host"]["hardware"]["cpu"]["vllm_library"].startswith("_C")
     assert 0.2 < bf16["weights_gib"] < 0.6  # the 16-bit checkpoint on disk (fp32 in memory on AVX2 without bf16)
@@ -103,7 +108,14 @@ def test_climb_on_vllm_cpu(tmp_path):
         assert c1["median_ttft_ms"] > 0 and c1["p99_itl_ms"] >= c1["median_itl_ms"] > 0
     # random-token prompts give n-gram nothing to copy, so the load levels may count no drafts: the workloads do
     assert all("spec_decode_draft_tokens" not in level for level in bf16["load"]["levels"])
-    assert int4["suites"]["exact"]["vs_baseline"]["lost"] >= 0
+    base_name, int4_name = bf16["name"], int4["name"]  # the baseline is fp32 on AVX2-only machines
+    passed = {
+        r: {i["id"]: i["passed"] for i in _items(out, r) if i["suite"] == "exact"} for r in (base_name, int4_name)
+    }
+    lost = sum(passed[base_name][i] and not passed[int4_name][i] for i in passed[base_name])
+    gained = sum(passed[int4_name][i] and not passed[base_name][i] for i in passed[base_name])
+    paired = int4["suites"]["exact"]["vs_baseline"]
+    assert (paired["lost"], paired["gained"]) == (lost, gained)
     assert spec["greedy_identity"]["reference"] == "int4" and spec["greedy_identity"]["compared"] == 8
     assert spec["greedy_identity"]["match"] == 1.0, spec["greedy_identity"]  # speculation is lossless
     md = (out / "summary.md").read_text()
@@ -115,7 +127,11 @@ def test_climb_on_vllm_cpu(tmp_path):
     assert summary["host"]["memory_bandwidth"]["gbs"] > 1  # measured here: no datasheet for a VM's CPU
     (roof,) = [r for r in bf16["roofline"] if r["workload"] == "long"]
     assert roof["weight_gib"] == bf16["weights_gib"] and roof["kv_mib_per_step"] > 0 and 0 < roof["percent"] < 100
-    assert "## Roofline and energy" in md and "energy_j_per_token" in bf16["workloads"]["long"]
+    energy, source = bf16["workloads"]["long"]["energy_j_per_token"], open_energy_source()
+    if source is not None:
+        source.close()
+    assert "## Roofline and energy" in md and (energy is None) == (source is None)  # n/a without RAPL
+    assert energy is None or energy > 0
     dom, console = open_report(out / "report.html", out / "report.png")
     assert console == [], console  # no JavaScript errors, no failed loads
     assert dom.count("<svg") >= 8 and dom.count("<tr") > 10 and "int4-ngram" in dom and "Why these rungs" in dom

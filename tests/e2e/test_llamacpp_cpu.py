@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from llm_ladder.plan import load_plan
+from llm_ladder.plan.loading import load_plan
 
 from .test_climb_cpu import _engine_processes, quick_plan
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.models import DEFAULT_MODEL, ModelStore
+from llm_ladder.cli.main import app
+from llm_ladder.models.store import DEFAULT_MODEL, ModelStore
 
 runner = CliRunner()
 
@@ -40,7 +40,7 @@ def test_calibrated_w8a8_is_made_in_its_own_venv_and_served(tmp_path, monkeypatc
     import httpx
 
     from llm_ladder.engines.vllm import VllmEngine
-    from llm_ladder.plan import Rung
+    from llm_ladder.plan.schema import Rung
 
     monkeypatch.setenv("LADDER_CALIBRATION_SAMPLES", "16")
     monkeypatch.setenv("LADDER_CALIBRATION_SEQ_LEN", "256")

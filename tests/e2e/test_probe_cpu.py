@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.models import DEFAULT_MODEL, ModelStore
-from llm_ladder.probe import ProbeError, probe
+from llm_ladder.cli.main import app
+from llm_ladder.models.store import DEFAULT_MODEL, ModelStore
+from llm_ladder.probe.probe import ProbeError, probe
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

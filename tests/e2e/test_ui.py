@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from llm_ladder.engines.process import free_port
-from llm_ladder.plan import load_plan
-from llm_ladder.ui import UiError, find_webui
+from llm_ladder.ops.ui import UiError, find_webui
+from llm_ladder.plan.loading import load_plan
 
 from ..browser import chromium
 

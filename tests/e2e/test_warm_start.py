@@ -2,8 +2,8 @@
 
 from llm_ladder.engines.vllm import VllmEngine
 from llm_ladder.engines.vllm_cpu_fixes import AOT_FIX_LOG
-from llm_ladder.models import ModelStore
-from llm_ladder.plan import Rung
+from llm_ladder.models.store import ModelStore
+from llm_ladder.plan.schema import Rung
 
 
 def test_second_start_is_warm(tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ elif crash:
 if os.environ.get("FAKE_LLAMA_HANG"):  # loads forever: /health never answers
     signal.pause()
 model = args[args.index("-m") + 1]
-from llm_ladder.mock_server import main  # noqa: E402
+from llm_ladder.testing.mock_server import main  # noqa: E402
 
 main(["--port", args[args.index("--port") + 1], "--metrics-prefix", "llamacpp:",
       "--say", f"0.00.006.614 I srv    load_model: loading model '{model}'",

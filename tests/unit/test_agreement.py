@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from llm_ladder.agreement import Position, agreement, kl_divergence, parse_prompt_logprobs, perplexity
-from llm_ladder.metrics import wilson_interval
+from llm_ladder.measure.metrics import wilson_interval
+from llm_ladder.quality.agreement import Position, agreement, kl_divergence, parse_prompt_logprobs, perplexity
 
 
 def _pos(actual, probs):
@@ -72,7 +72,7 @@ def test_wilson_interval():
 
 
 def test_eval_text_is_chunked_by_paragraph_within_the_limit(tmp_path):
-    from llm_ladder.agreement import EVAL_TEXT, eval_chunks
+    from llm_ladder.quality.agreement import EVAL_TEXT, eval_chunks
 
     chunks = eval_chunks(None, 2500)
     assert len(chunks) >= 4 and all(len(c) <= 2500 for c in chunks)
@@ -85,7 +85,7 @@ def test_eval_text_is_chunked_by_paragraph_within_the_limit(tmp_path):
 
 
 def test_positions_survive_a_round_trip(tmp_path):
-    from llm_ladder.agreement import load_positions, save_positions
+    from llm_ladder.quality.agreement import load_positions, save_positions
 
     positions = [_pos(1, {1: 0.6, 2: 0.4}), _pos(2, {2: 0.9, 3: 0.1})]
     save_positions(tmp_path / "p.json", positions)

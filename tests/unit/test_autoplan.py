@@ -6,10 +6,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_ladder.autoplan import auto_plan, cpu_baseline_dtype
-from llm_ladder.hardware import Hardware, parse_cpuinfo, read_gpus
-from llm_ladder.models import ModelStore
-from llm_ladder.plan import parse_plan
+from llm_ladder.models.store import ModelStore
+from llm_ladder.plan.auto import auto_plan, cpu_baseline_dtype
+from llm_ladder.plan.hardware import Hardware, parse_cpuinfo, read_gpus
+from llm_ladder.plan.loading import parse_plan
 
 AVX2 = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2"
 AVX512 = AVX2 + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
@@ -163,8 +163,8 @@ def test_broken_nvml_means_the_cpu_ladder(store):
 
 
 def test_written_plan_round_trips_with_its_reasons(store, tmp_path, monkeypatch):
-    from llm_ladder import cli_plan
-    from llm_ladder.cli import app
+    from llm_ladder.cli import plan as cli_plan
+    from llm_ladder.cli.main import app
 
     monkeypatch.setattr(cli_plan, "machine_plan", lambda model, models_dir: plan_for(SAPPHIRE, store))
     out = tmp_path / "auto.yaml"
@@ -176,7 +176,7 @@ def test_written_plan_round_trips_with_its_reasons(store, tmp_path, monkeypatch)
 
 
 def test_the_shipped_default_plan_is_what_auto_picks_on_amx(store):
-    from llm_ladder.plan import load_plan
+    from llm_ladder.plan.loading import load_plan
 
     def key(r):
         settings = {k: r.args.get(k) for k in ("dtype", "quantization")}

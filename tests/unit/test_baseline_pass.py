@@ -10,11 +10,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_ladder.agreement import perplexity
-from llm_ladder.cli import app
+from llm_ladder.cli.main import app
 from llm_ladder.engines.gguf import gguf_dir
 from llm_ladder.engines.llamacpp_quality import read_reference
-from llm_ladder.mock_server import VOCAB
+from llm_ladder.quality.agreement import perplexity
+from llm_ladder.testing.mock_replies import VOCAB
 from tests.unit.test_llamacpp import PRINTED, server_bin, tiny_gguf  # noqa: F401 (a fixture)
 
 N_CTX, N_CHUNK, N_VOCAB = 8, 2, VOCAB
@@ -56,10 +56,10 @@ def test_the_logits_file_reads_back_position_by_position(tmp_path):
     )
 
 
-def test_a_mixed_climb_scores_llama_answers_and_checks_the_engines_against_each_other(server_bin, tmp_path, model_dir):  # noqa: F811
-    tokens = [[random.Random(c).randrange(VOCAB) for _ in range(N_CTX)] for c in range(N_CHUNK)]
-    write_kld(tmp_path / "saved.kld", tokens)
-    (server_bin.parent / "llama-perplexity").write_text(
+def _mixed_climb(llama_bin, tmp_path, model_dir):
+    """A fake-vLLM baseline and a llama.cpp rung, llama-perplexity saving tmp_path/saved.kld as its reference;
+    returns the run directory and its results.json."""
+    (llama_bin.parent / "llama-perplexity").write_text(
         '#!/bin/sh\nfor a; do [ "$prev" = --kl-divergence-base ] && [ ! -e "$a" ] && cp '
         f'{tmp_path / "saved.kld"} "$a"; prev=$a; done\ncat {PRINTED}\n'
     )
@@ -72,7 +72,13 @@ def test_a_mixed_climb_scores_llama_answers_and_checks_the_engines_against_each_
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["climb", str(tmp_path / "plan.yaml"), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_a_mixed_climb_scores_llama_answers_and_checks_the_engines_against_each_other(server_bin, tmp_path, model_dir):  # noqa: F811
+    tokens = [[random.Random(c).randrange(VOCAB) for _ in range(N_CTX)] for c in range(N_CHUNK)]
+    write_kld(tmp_path / "saved.kld", tokens)
+    out, summary = _mixed_climb(server_bin, tmp_path, model_dir)
     _, q8 = summary["rungs"]
     assert q8["answers_scored_by"] == "bf16" and "answers' perplexity" not in q8["not_measured"]
     assert q8["workloads"]["long"]["output_perplexity"]["median"] > 0
@@ -82,3 +88,10 @@ def test_a_mixed_climb_scores_llama_answers_and_checks_the_engines_against_each_
     md = (out / "summary.md").read_text()
     assert "(scored by bf16)" in md and "the two engines agree" in md
     assert (out / "logs" / "bf16-scoring.log").is_file()  # the second start logs apart from the measured one
+
+
+def test_a_damaged_saved_reference_is_reported_and_the_answers_are_still_scored(server_bin, tmp_path, model_dir):  # noqa: F811
+    (tmp_path / "saved.kld").write_bytes(b"not llama-perplexity logits")
+    _, summary = _mixed_climb(server_bin, tmp_path, model_dir)
+    assert summary["cross_engine"] == {} and "could not be read" in summary["cross_engine_error"]
+    assert summary["rungs"][1]["answers_scored_by"] == "bf16"

@@ -1,14 +1,14 @@
 """Calibrated quantization: its own venv made from the `calibrate` extra, the job's calibration samples."""
 
 import sys
-from pathlib import Path
 
 import pytest
 
-from llm_ladder import calibrate
-from llm_ladder.calibration_job import load_records
-from llm_ladder.models import DEFAULT_MODEL, ModelError, split_variant
-from llm_ladder.quantize import SCHEMES
+from llm_ladder.data import DATA_DIR
+from llm_ladder.models import calibrate
+from llm_ladder.models.calibration_job import load_records
+from llm_ladder.models.quantize import SCHEMES
+from llm_ladder.models.store import DEFAULT_MODEL, ModelError, split_variant
 
 
 def test_calibrated_variants_are_store_names():
@@ -47,14 +47,14 @@ def test_a_failing_step_is_one_error_with_the_log_tail(tmp_path):
 def test_shipped_calibration_text_has_chats_and_prose_and_is_not_the_evaluation_text():
     chats, texts = load_records(calibrate.CALIBRATION_TEXT)
     assert len(chats) > 50 and len(texts) > 50
-    evaluation = (Path(calibrate.__file__).parent / "data" / "eval_text.md").read_text()
+    evaluation = (DATA_DIR / "eval_text.md").read_text()
     assert evaluation[200:400] not in calibrate.CALIBRATION_TEXT.read_text()
 
 
 def test_job_samples_alternate_chat_and_text_at_the_sequence_length():
     transformers = pytest.importorskip("transformers")
-    from llm_ladder.calibration_job import samples
-    from llm_ladder.models import ModelStore
+    from llm_ladder.models.calibration_job import samples
+    from llm_ladder.models.store import ModelStore
 
     store = ModelStore()
     if not store.has(DEFAULT_MODEL):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from llm_ladder.checkers import check_exact, check_instructions, last_number, normalize, validate_instruction
-from llm_ladder.suites import SuiteError, load_suite
+from llm_ladder.quality.checkers import check_exact, check_instructions, last_number, normalize, validate_instruction
+from llm_ladder.quality.suites import SuiteError, load_suite
 
 
 def _passes(instruction, kwargs, response, prompt="p"):

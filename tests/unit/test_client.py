@@ -2,10 +2,10 @@ import asyncio
 
 import pytest
 
-from llm_ladder.client import Streamer, _sse_payloads, stream_chat
 from llm_ladder.engines.process import free_port
-from llm_ladder.mock_server import MockServer, Script
-from llm_ladder.plan import Workload
+from llm_ladder.measure.client import Streamer, _sse_payloads, stream_chat
+from llm_ladder.plan.schema import Workload
+from llm_ladder.testing.mock_server import MockServer, Script
 
 W = Workload(name="w", prompt="hi", max_tokens=20, min_tokens=5, temperature=0.0)
 
@@ -88,3 +88,19 @@ def test_sse_parsing_skips_comments_and_done():
     assert _sse_payloads(": keep-alive") is None
     assert _sse_payloads("data: [DONE]") is None
     assert _sse_payloads('data: {"a": 1}') == {"a": 1}
+
+
+def test_every_request_is_built_in_one_place_with_the_engines_fields_added():
+    from llm_ladder.engines.llamacpp import LlamaCppEngine
+    from llm_ladder.measure.client import chat_body
+    from llm_ladder.measure.request import request_body
+
+    long = Workload(name="long", prompt="p", max_tokens=64, min_tokens=64, temperature=0.7, top_p=0.9)
+    vllm = chat_body("m", long, seed=3)
+    assert vllm == {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "p"}],
+                    "temperature": 0.7, "top_p": 0.9, "seed": 3, "stream": True,
+                    "stream_options": {"include_usage": True}, "min_tokens": 64}  # fmt: skip
+    llama = chat_body("m", long, seed=3, extras=LlamaCppEngine().request_extras(long))
+    assert "min_tokens" not in llama and llama["ignore_eos"] is True and llama["cache_prompt"] is False
+    completion = request_body("m", [1, 2], 1, endpoint="completions", extras={"prompt_logprobs": 5}, temperature=0)
+    assert completion == {"model": "m", "max_tokens": 1, "prompt": [1, 2], "temperature": 0, "prompt_logprobs": 5}

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.results import RunDir
+from llm_ladder.cli.main import app
+from llm_ladder.outputs.results import RunDir
 
 runner = CliRunner()
-CLI_WITH_FAKE_ENGINE = "import tests.conftest; from llm_ladder.cli import main; main()"
+CLI_WITH_FAKE_ENGINE = "import tests.conftest; from llm_ladder.cli.main import main; main()"
 
 
 def _plan(tmp_path, model_dir, rungs=None, **over):
@@ -56,6 +56,7 @@ def test_climb_writes_results_summary_and_logs(tmp_path, model_dir):
     assert base["startup"]["weights_s"] == 0.25 and base["startup"]["total_s"] > 0
     assert base["memory"]["peak_rss_gib"] > 0 and base["stop"]["leftover_pids"] == []
     assert base["weights_gib"] == pytest.approx(0.13)
+    assert base["roofline"] == [] and "not a decoder config" in base["not_measured"]["roofline"]  # config.json: {}
     assert spec["spec"]["long"]["acceptance_rate"] == pytest.approx(0.5)
     assert spec["verification"][0] == "ok: engine log matches the config"
     assert any("drafted" in v for v in spec["verification"])
@@ -172,7 +173,7 @@ def test_unknown_engine_is_rejected_before_starting(tmp_path, model_dir):
 
 
 def test_occupied_port_is_rejected_before_starting(tmp_path, model_dir):
-    from llm_ladder.mock_server import MockServer
+    from llm_ladder.testing.mock_server import MockServer
 
     with MockServer() as busy:
         port = busy.url.rsplit(":", 1)[1]
@@ -273,6 +274,11 @@ def test_resume_reruns_a_rung_whose_config_changed(tmp_path, model_dir):
 def test_resume_needs_an_earlier_run(tmp_path, model_dir):
     result = _climb(_plan(tmp_path, model_dir), "--resume", tmp_path / "nothing")
     assert result.exit_code == 2 and "no results.jsonl there to resume from" in result.output
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "results.jsonl").write_text('{"type": "rung"}\n{oops\n{"type": "request"}\n')
+    result = _climb(_plan(tmp_path, model_dir), "--resume", damaged)
+    assert result.exit_code == 2 and "results.jsonl: line 2 is not JSON" in " ".join(result.output.split())
 
 
 def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
@@ -327,3 +333,18 @@ def test_the_plans_load_sweep_runs_on_every_rung(tmp_path, model_dir):
 def test_bad_load_sections_are_one_error(tmp_path, model_dir, load, message):
     result = _climb(_plan(tmp_path, model_dir, load=load), "--out", tmp_path / "run")
     assert result.exit_code == 2 and message in result.output and result.output.count("error:") == 1
+
+
+def test_a_decoder_config_gives_a_roofline_with_the_kv_type_the_engine_logged(tmp_path, model_dir):
+    config = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "hidden_size": 576}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "run"
+    rungs = [{"name": "base", "model": str(model_dir), "dtype": "float32"},
+             {"name": "fp8kv", "model": str(model_dir), "kv_cache_dtype": "fp8"}]  # fmt: skip
+    assert _climb(_plan(tmp_path, model_dir, rungs), "--out", out).exit_code == 0
+    for rung, kv_bytes in zip(json.loads((out / "results.json").read_text())["rungs"], (4, 1), strict=True):
+        long = next(r for r in rung["roofline"] if r["workload"] == "long")
+        stats = rung["workloads"]["long"]
+        context = stats["prompt_tokens"] + stats["completion_tokens"]["median"] / 2
+        assert long["kv_mib_per_step"] == pytest.approx(2 * 30 * 3 * 64 * kv_bytes * context / 2**20)  # from the log
+        assert "roofline" not in rung["not_measured"]

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.deploy import write_compose
+from llm_ladder.cli.main import app
 from llm_ladder.engines.vllm import rung_args
-from llm_ladder.models import ModelStore
-from llm_ladder.plan import Rung
+from llm_ladder.models.store import ModelStore
+from llm_ladder.ops.deploy import write_compose
+from llm_ladder.plan.schema import Rung
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "compose-spec.json").read_text())
 VALIDATOR = jsonschema.Draft7Validator(SCHEMA)  # the spec's own draft (its $schema URL lacks the trailing #)

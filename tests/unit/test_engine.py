@@ -1,4 +1,4 @@
-"""The vLLM adapter driven against the scripted fake engine (llm_ladder.mock_server), not vLLM."""
+"""The vLLM adapter driven against the scripted fake engine (llm_ladder.testing.mock_server), not vLLM."""
 
 import time
 
@@ -7,7 +7,7 @@ import pytest
 
 from llm_ladder.engines.base import EngineError, get_engine
 from llm_ladder.engines.vllm import rung_args
-from llm_ladder.plan import Rung
+from llm_ladder.plan.schema import Rung
 from tests.conftest import FakeVllm
 
 

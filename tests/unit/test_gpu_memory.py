@@ -7,10 +7,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.telemetry import _Nvml
+from llm_ladder.cli.main import app
+from llm_ladder.measure.telemetry import gpu_memory_used
 
-pytestmark = pytest.mark.skipif(not _Nvml().handles, reason="no NVIDIA GPU reachable through NVML")
+pytestmark = pytest.mark.skipif(gpu_memory_used() is None, reason="no NVIDIA GPU reachable through NVML")
 
 
 def test_climb_reads_gpu_peak_and_checks_release(tmp_path, model_dir):

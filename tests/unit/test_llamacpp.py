@@ -13,8 +13,9 @@ import pytest
 from llm_ladder.engines.base import EngineError
 from llm_ladder.engines.llamacpp import LlamaCppEngine, help_text
 from llm_ladder.engines.llamacpp_quality import parse
-from llm_ladder.metrics import parse_spec_counters
-from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, parse_plan
+from llm_ladder.measure.metrics import parse_spec_counters
+from llm_ladder.plan.loading import parse_plan
+from llm_ladder.plan.schema import DEFAULT_WORKLOADS, PlanError
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
 PRINTED = Path("/tmp") / f"ladder-fake-llama-perplexity-{os.getpid()}.txt"
@@ -128,7 +129,7 @@ def test_a_repack_crash_is_retried_once_without_repack(server_bin, tmp_path, mon
 
 @pytest.mark.parametrize("dl", ["", "1"])
 def test_doctor_names_the_cpu_backend_and_its_features(server_bin, monkeypatch, dl):
-    from llm_ladder.doctor import llamacpp
+    from llm_ladder.ops.doctor import llamacpp
 
     monkeypatch.setenv("FAKE_LLAMA_BACKEND_DL", dl)
     check = llamacpp(needed=True)
@@ -254,7 +255,7 @@ def test_a_climb_on_llama_cpp_reports_what_it_cannot_measure_as_na(server_bin, t
     report), and what llama-server cannot give (answers' perplexity, startup stages) is `n/a (why)`, not a failure."""
     from typer.testing import CliRunner
 
-    from llm_ladder.cli import app
+    from llm_ladder.cli.main import app
 
     gguf = tiny_gguf(tmp_path / "models" / "Q8_0.gguf", 7)
     plan = tmp_path / "plan.yaml"

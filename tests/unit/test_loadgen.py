@@ -9,13 +9,13 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.arrivals import LoadShape, send_offsets, shapes_from
-from llm_ladder.cli import app
-from llm_ladder.client import Streamer
-from llm_ladder.loadgen import LoadRecord, LoadRun, mark_phases, run_load
-from llm_ladder.loadstats import knee, parse_slo, summarize_run
-from llm_ladder.mock_server import MockServer, Script
-from llm_ladder.prompts import PromptError, jsonl, local_tokenizer, random_prompts
+from llm_ladder.cli.main import app
+from llm_ladder.load.arrivals import LoadShape, send_offsets, shapes_from
+from llm_ladder.load.loadgen import LoadRecord, LoadRun, mark_phases, run_load
+from llm_ladder.load.loadstats import knee, parse_slo, summarize_run
+from llm_ladder.load.prompts import PromptError, jsonl, local_tokenizer, random_prompts
+from llm_ladder.measure.client import Streamer
+from llm_ladder.testing.mock_server import MockServer, Script
 
 runner = CliRunner()
 
@@ -184,7 +184,7 @@ def test_ladder_bench_bad_input_is_one_line(tmp_path, args, message):
 
 
 def test_sweep_reads_spec_acceptance_and_speaks_completions(tmp_path):
-    from llm_ladder.sweep import SweepOptions, run_sweep
+    from llm_ladder.load.sweep import SweepOptions, run_sweep
 
     opts = SweepOptions(shapes=(LoadShape(concurrency=2),), endpoint="completions", max_requests=6)
     with MockServer(Script(ttft_ms=2, itl_ms=1, spec_drafts_per_token=2)) as server:
@@ -197,7 +197,7 @@ def test_sweep_reads_spec_acceptance_and_speaks_completions(tmp_path):
 
 
 def test_sharegpt_keeps_the_pairs_vllm_bench_keeps(tmp_path):
-    from llm_ladder.prompts import sharegpt
+    from llm_ladder.load.prompts import sharegpt
 
     def conv(q, a):
         return {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}

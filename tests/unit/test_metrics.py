@@ -1,7 +1,7 @@
 import pytest
 
-from llm_ladder.client import RequestRecord
-from llm_ladder.metrics import SpecStats, Spread, parse_spec_counters, percentile, repetition_ratio, summarize
+from llm_ladder.measure.client import RequestRecord
+from llm_ladder.measure.metrics import SpecStats, Spread, parse_spec_counters, percentile, repetition_ratio, summarize
 
 
 def test_percentile_interpolates_like_numpy():
@@ -76,7 +76,7 @@ def test_spec_counters_give_acceptance_rate_and_length():
 
 
 def test_unreleased_memory_is_named():
-    from llm_ladder.telemetry import MemoryStats
+    from llm_ladder.measure.telemetry import MemoryStats
 
     busy_host = MemoryStats(host_available_before_gib=20, host_available_after_gib=12, shm_left_gib=0.01)
     assert busy_host.unreleased(0.5) == ""  # other processes move host memory: recorded, not judged

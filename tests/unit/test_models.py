@@ -1,6 +1,6 @@
 import pytest
 
-from llm_ladder.models import COMPLETE_MARKER, DEFAULT_MODEL, ModelError, ModelStore, split_variant, store_dir
+from llm_ladder.models.store import COMPLETE_MARKER, DEFAULT_MODEL, ModelError, ModelStore, split_variant, store_dir
 
 
 def test_store_dir_precedence(tmp_path, monkeypatch):
@@ -61,7 +61,7 @@ def test_interrupted_build_leaves_no_entry(tmp_path):
 def test_cli_pull_and_list_name_the_store(tmp_path):
     from typer.testing import CliRunner
 
-    from llm_ladder.cli import app
+    from llm_ladder.cli.main import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["models", "pull", "no-such-model", "--models-dir", str(tmp_path)])

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_ladder.plan import DEFAULT_WORKLOADS, PlanError, load_plan, parse_plan, shipped_plans
+from llm_ladder.plan.loading import load_plan, parse_plan, shipped_plans
+from llm_ladder.plan.schema import DEFAULT_WORKLOADS, PlanError
 
 
 def _plan(**over):
@@ -12,10 +13,13 @@ def _plan(**over):
     return raw
 
 
-@pytest.mark.parametrize("name", ["smollm2-cpu", "thor-llama31-8b", "gpt-oss-120b"])
-def test_shipped_plans_validate(name):
+@pytest.mark.parametrize("name", ["smollm2-cpu", "smollm2-cpu-engines", "thor-llama31-8b", "gpt-oss-120b"])
+def test_shipped_plans_validate_and_can_be_judged(name):
     plan = load_plan(name)
-    assert plan.rungs and plan.baseline is plan.rungs[0]
+    assert not plan.baseline.speculative  # the reference of every quality figure decodes plainly
+    assert len({r.name for r in plan.rungs}) == len(plan.rungs)
+    for rung in plan.rungs:  # every speculative rung's greedy identity has a reference in the same plan
+        assert not rung.speculative or plan.without_speculation(rung) is not None, rung.name
 
 
 def test_default_plan_is_the_amx_cpu_ladder():
@@ -122,7 +126,10 @@ def test_objective_must_name_a_measured_workload():
     raw = _plan(workloads=[{"name": "greedy", "prompt": "p", "max_tokens": 8}])
     with pytest.raises(PlanError, match="objective 'decode_tps_long' needs a workload named 'long'"):
         parse_plan(raw)
-    assert parse_plan({**raw, "objective": "ttft_ms"}).objective == "ttft_ms"
+    with pytest.raises(PlanError, match="objective 'ttft_ms' needs a workload named 'short'"):
+        parse_plan({**raw, "objective": "ttft_ms"})  # it used to take whichever workload came first, silently
+    short = _plan(workloads=[{"name": "short", "prompt": "p", "max_tokens": 8}])
+    assert parse_plan({**short, "objective": "ttft_ms"}).objective == "ttft_ms"
 
 
 def test_the_speculative_rungs_reference_ignores_defaults_spelled_out_and_the_engine_named():

@@ -6,8 +6,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.probe import ProbeError, probe, render
+from llm_ladder.cli.main import app
+from llm_ladder.probe.probe import ProbeError, probe, render
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -109,9 +109,9 @@ def hub(tiny, tmp_path, monkeypatch):
 
 
 def test_hf_cache_models_resolve_offline_to_the_commit_and_bad_revisions_fail(hub, no_network, monkeypatch):
-    from llm_ladder.roofline import Bandwidth
+    from llm_ladder.measure.roofline import Bandwidth
 
-    monkeypatch.setattr("llm_ladder.probe.device_bandwidth", lambda device: Bandwidth(gbs=10.0, source="test"))
+    monkeypatch.setattr("llm_ladder.probe.probe.device_bandwidth", lambda device: Bandwidth(gbs=10.0, source="test"))
     options = {"chat": False, "max_new_tokens": 4, "ignore_eos": True, "dtype": "float32", "device": "cpu"}
     result = probe("org/tiny", "what is the capital ?", revision="main", **options)
     assert result.revision == COMMIT and result.pinned_by == "commit" and result.generated_tokens == 4
@@ -123,7 +123,7 @@ def test_hf_cache_models_resolve_offline_to_the_commit_and_bad_revisions_fail(hu
 
 
 def test_a_plain_directory_is_pinned_by_its_content_hash(tiny):
-    from llm_ladder.probe_source import content_hash, resolve
+    from llm_ladder.probe.source import content_hash, resolve
 
     digest = content_hash(tiny)
     assert resolve(str(tiny), digest[:8]).revision == digest
@@ -132,10 +132,10 @@ def test_a_plain_directory_is_pinned_by_its_content_hash(tiny):
 
 
 def test_steps_topk_roofline_and_the_static_path(tiny, monkeypatch):
-    from llm_ladder.probe import bytes_per_step
-    from llm_ladder.roofline import Bandwidth
+    from llm_ladder.measure.roofline import Bandwidth
+    from llm_ladder.probe.probe import bytes_per_step
 
-    monkeypatch.setattr("llm_ladder.probe.device_bandwidth", lambda device: Bandwidth(gbs=10.0, source="test"))
+    monkeypatch.setattr("llm_ladder.probe.probe.device_bandwidth", lambda device: Bandwidth(gbs=10.0, source="test"))
     options = {"chat": False, "max_new_tokens": 6, "ignore_eos": True, "dtype": "float32", "device": "cpu"}
     dynamic = probe(str(tiny), "what is the capital of france ?", topk_steps=3, **options)
     static = probe(str(tiny), "what is the capital of france ?", decode_path="static", **options)
@@ -155,7 +155,7 @@ def test_steps_topk_roofline_and_the_static_path(tiny, monkeypatch):
 @pytest.mark.parametrize("ignore_eos", [False, True])
 def test_the_fast_paths_loop_decodes_what_generate_does(tiny, ignore_eos):
     """The compiled path's loop (run uncompiled here: CUDA graphs need a GPU) gives generate's greedy tokens."""
-    from llm_ladder.decode_paths import Request, decode_step, generate, greedy_loop
+    from llm_ladder.probe.decode_paths import Request, decode_step, generate, greedy_loop
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
     tok = transformers.AutoTokenizer.from_pretrained(tiny)
@@ -168,8 +168,8 @@ def test_the_fast_paths_loop_decodes_what_generate_does(tiny, ignore_eos):
 
 
 def test_paths_to_try_and_random_shapes():
-    from llm_ladder.decode_paths import PATHS, candidates
-    from llm_ladder.probe_source import byte_tokenizer, resolve, shapes
+    from llm_ladder.probe.decode_paths import PATHS, candidates
+    from llm_ladder.probe.source import byte_tokenizer, resolve, shapes
 
     assert candidates("cpu", "auto") == ("dynamic",) and candidates("cuda", "auto") == PATHS
     assert candidates("cpu", "static") == ("static",)
@@ -196,7 +196,7 @@ def test_bad_paths_and_devices_are_one_line_errors(tiny):
 
 
 def test_a_failing_path_falls_back_to_the_next_and_is_reported(tiny, monkeypatch):
-    from llm_ladder import decode_paths
+    from llm_ladder.probe import decode_paths
 
     real = decode_paths._run
 
@@ -222,7 +222,7 @@ def test_a_failing_path_falls_back_to_the_next_and_is_reported(tiny, monkeypatch
 def test_layers_off_the_gpu_get_a_loud_warning():
     from types import SimpleNamespace
 
-    from llm_ladder.probe import _placement
+    from llm_ladder.probe.probe import _placement
 
     device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "lm_head": "disk"}
     offloaded = SimpleNamespace(hf_device_map=device_map)
@@ -230,3 +230,17 @@ def test_layers_off_the_gpu_get_a_loud_warning():
     assert placement["model.layers.1"] == "cpu"
     assert warnings == ["2 module(s) on CPU or disk while a GPU is used (lm_head, model.layers.1): expect ~1 tok/s"]
     assert _placement(offloaded, "cpu")[1] == []
+
+
+def test_cpu_peak_memory_is_the_high_water_mark_not_the_current_rss():
+    import psutil
+
+    from llm_ladder.probe.probe import _peak_memory, _reset_peak
+
+    _reset_peak("cpu")
+    before = psutil.Process().memory_info().rss
+    block = bytearray(300 * 2**20)  # touched: resident
+    del block
+    peak_gib, now_gib = _peak_memory("cpu"), psutil.Process().memory_info().rss / 2**30
+    assert peak_gib * 2**30 >= before + 280 * 2**20 > psutil.Process().memory_info().rss
+    assert peak_gib > now_gib + 0.25

@@ -48,7 +48,7 @@ def tiny_llama(tmp_path_factory):
 def test_block_ranges_cover_partial_edge_blocks():
     from compressed_tensors.quantization.quant_scheme import preset_name_to_scheme
 
-    from llm_ladder.quantize import _weight_range
+    from llm_ladder.models.quantize import _weight_range
 
     args = preset_name_to_scheme("FP8_BLOCK", ["Linear"]).weights
     weight = torch.zeros(200, 300)
@@ -60,7 +60,7 @@ def test_block_ranges_cover_partial_edge_blocks():
 
 
 def test_fake_int8_is_exact_on_its_own_grid_and_lossy_off_it():
-    from llm_ladder.sensitivity import fake_int8
+    from llm_ladder.models.sensitivity import fake_int8
 
     on_grid = torch.tensor([[-127.0, 0.0, 1.0, 127.0]])
     assert torch.equal(fake_int8(on_grid, dim=1), on_grid)
@@ -69,7 +69,7 @@ def test_fake_int8_is_exact_on_its_own_grid_and_lossy_off_it():
 
 
 def test_fused_projections_form_one_unit():
-    from llm_ladder.sensitivity import unit_name
+    from llm_ladder.models.sensitivity import unit_name
 
     assert unit_name("model.layers.3.self_attn.k_proj") == "model.layers.3.self_attn.qkv_proj"
     assert unit_name("model.layers.3.mlp.up_proj") == "model.layers.3.mlp.gate_up_proj"
@@ -77,7 +77,7 @@ def test_fused_projections_form_one_unit():
 
 
 def test_the_outlier_layer_ranks_first(tiny_llama):
-    from llm_ladder.sensitivity import kept_in_16_bits, rank_units
+    from llm_ladder.models.sensitivity import kept_in_16_bits, rank_units
 
     units = rank_units(tiny_llama, samples=2, seq_len=64)
     assert len(units) == 8  # 2 layers × (qkv, o, gate_up, down)
@@ -89,7 +89,7 @@ def test_the_outlier_layer_ranks_first(tiny_llama):
 
 
 def test_mixed_precision_keeps_the_sensitive_layers_in_16_bits(tiny_llama, tmp_path):
-    from llm_ladder.quantize import quantize
+    from llm_ladder.models.quantize import quantize
 
     out = quantize(tiny_llama, "w8a8-mixed", tmp_path / "mixed")
     config = json.loads((out / "config.json").read_text())["quantization_config"]
@@ -101,7 +101,7 @@ def test_mixed_precision_keeps_the_sensitive_layers_in_16_bits(tiny_llama, tmp_p
 def test_fp8_block_checkpoint_has_one_scale_per_block(tiny_llama, tmp_path):
     from safetensors import safe_open
 
-    from llm_ladder.quantize import quantize
+    from llm_ladder.models.quantize import quantize
 
     out = quantize(tiny_llama, "fp8-block", tmp_path / "fp8")
     config = json.loads((out / "config.json").read_text())["quantization_config"]
@@ -111,3 +111,14 @@ def test_fp8_block_checkpoint_has_one_scale_per_block(tiny_llama, tmp_path):
         scale = f.get_tensor("model.layers.0.mlp.up_proj.weight_scale")
     assert weight.dtype == torch.float8_e4m3fn
     assert tuple(scale.shape) == (3, 2)  # 320 × 160 in 128 × 128 blocks, edges partial
+
+
+def test_the_help_lists_the_schemes_it_writes_and_promises_no_torchao_checkpoint():
+    from typer.testing import CliRunner
+
+    from llm_ladder.cli.main import app
+    from llm_ladder.models.quantize import SCHEMES
+
+    text = CliRunner().invoke(app, ["models", "quantize", "--help"], env={"COLUMNS": "200"}).output
+    assert all(name in text for name in SCHEMES)
+    assert "torchao checkpoints" not in text and "vLLM quantizes at load" in " ".join(text.split())

@@ -1,9 +1,9 @@
-from llm_ladder.agreement import Agreement
-from llm_ladder.metrics import Spread, WorkloadStats
-from llm_ladder.plan import QualityBudget
-from llm_ladder.recommend import recommend
-from llm_ladder.results import RungResult, RunSummary
-from llm_ladder.suites import Identity, Paired, SuiteScore, mcnemar_p
+from llm_ladder.measure.metrics import Spread, WorkloadStats
+from llm_ladder.outputs.results import RungResult, RunSummary
+from llm_ladder.plan.schema import QualityBudget
+from llm_ladder.quality.agreement import Agreement
+from llm_ladder.quality.recommend import recommend
+from llm_ladder.quality.suites import Identity, Paired, SuiteScore, mcnemar_p
 
 
 def _rung(name, tps, spread=0.5, agreement=None, status="ok"):
@@ -155,6 +155,23 @@ def test_each_workload_names_its_fastest_rung_inside_the_budget():
     summary = _summary(_rung("bf16", 10, agreement=_agree(1, 0, 1)), int8, spec, bad)
     summary.recommendation = rec = recommend(summary, QualityBudget(), "decode_tps_long")
     assert rec.rung == "int8" and rec.per_workload == {"long": "int8", "short": "int8", "edit": "int8-ngram"}
-    from llm_ladder.summary import per_workload_line
+    from llm_ladder.outputs.summary import per_workload_line
 
     assert "edit **int8-ngram** (40.0 tok/s, 2.67× int8)" in per_workload_line(summary)
+
+
+def test_ttft_is_judged_on_the_short_workload_and_a_plan_without_one_is_refused():
+    import pytest
+
+    from llm_ladder.plan.loading import parse_plan
+    from llm_ladder.plan.schema import PlanError
+
+    fast_first_token = _rung("int4", 30, agreement=_agree())
+    fast_first_token.workloads["short"] = _rung("x", 5).workloads["short"]  # 5 ms on short, 30 on long
+    slow = _rung("bf16", 10)
+    slow.workloads["short"] = _rung("x", 50).workloads["short"]
+    slow.workloads = {"long": slow.workloads["long"], "short": slow.workloads["short"]}  # long listed first
+    assert recommend(_summary(slow, fast_first_token), QualityBudget(), "ttft_ms").rung == "int4"
+    with pytest.raises(PlanError, match="objective 'ttft_ms' needs a workload named 'short'"):
+        parse_plan({"name": "p", "objective": "ttft_ms", "workloads": [{"name": "long", "prompt": "x", "max_tokens": 8}],
+                    "rungs": [{"name": "a", "model": "m"}]})  # fmt: skip

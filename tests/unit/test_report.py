@@ -4,17 +4,17 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.agreement import Agreement
-from llm_ladder.cli import app
-from llm_ladder.compare import compare
+from llm_ladder.cli.main import app
 from llm_ladder.engines.base import StartupStages
-from llm_ladder.metrics import Spread
-from llm_ladder.plan import QualityBudget
-from llm_ladder.report import write_report
-from llm_ladder.results import Recommendation, RungResult, RunSummary, SpecSummary, Verdict
-from llm_ladder.roofline import Bandwidth, roofline
-from llm_ladder.suites import SuiteScore
-from llm_ladder.telemetry import MemoryStats
+from llm_ladder.measure.metrics import Spread
+from llm_ladder.measure.roofline import Bandwidth, roofline
+from llm_ladder.measure.telemetry import MemoryStats
+from llm_ladder.outputs.compare import compare
+from llm_ladder.outputs.report import write_report
+from llm_ladder.outputs.results import Recommendation, RungResult, RunSummary, SpecSummary, Verdict
+from llm_ladder.plan.schema import QualityBudget
+from llm_ladder.quality.agreement import Agreement
+from llm_ladder.quality.suites import SuiteScore
 
 from ..browser import chromium, open_report, painted_share
 from .test_summary import _stats

@@ -11,10 +11,10 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
+from llm_ladder.cli.main import app
 from llm_ladder.engines.process import free_port
-from llm_ladder.plan import PlanError
-from llm_ladder.serve import choose
+from llm_ladder.ops.serve import choose
+from llm_ladder.plan.schema import PlanError
 
 from .test_climb import CLI_WITH_FAKE_ENGINE, _climb, _plan
 
@@ -26,7 +26,7 @@ def run(tmp_path, model_dir):
         {"name": "fast", "model": str(model_dir), "extra_args": ["--itl-ms", "1"]},
     ]
     out = tmp_path / "run"
-    assert _climb(_plan(tmp_path, model_dir, rungs), "--out", out).exit_code in (0, 1)
+    assert _climb(_plan(tmp_path, model_dir, rungs), "--out", out).exit_code == 0
     return out
 
 
@@ -56,12 +56,13 @@ def test_serve_starts_the_recommended_rung_as_measured_and_stops_on_ctrl_c(run, 
         lines.append(proc.stdout.readline())
     text = "".join(lines)
     chosen = re.search(r"^(\w+): recommended by the climb", text, re.M).group(1)
+    assert chosen == "fast"  # 1 ms between tokens against 5: the same answers, faster
     assert f"serving {chosen} as " in text and f"http://127.0.0.1:{port}/v1" in text and "curl " in text
     smoke = CliRunner().invoke(app, ["smoke", "--url", f"http://127.0.0.1:{port}"])
     assert smoke.exit_code == 0, smoke.output
     children = psutil.Process(proc.pid).children(recursive=True)
     log = next((run / "serve" / "logs").glob("*.log")).read_text()
-    assert "--itl-ms" in log if chosen == "fast" else "--itl-ms" not in log  # exactly the measured flags
+    assert "--itl-ms 1" in log  # exactly the measured flags
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, text + rest

@@ -1,8 +1,8 @@
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
+from llm_ladder.cli.main import app
 from llm_ladder.engines.process import free_port
-from llm_ladder.mock_server import MockServer, Script
+from llm_ladder.testing.mock_server import MockServer, Script
 
 
 def test_smoke_passes_every_check_on_a_working_server():

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
-from llm_ladder.mock_server import MockServer, Script
-from llm_ladder.suites import ItemResult, greedy_identity, mcnemar_p, paired, score
+from llm_ladder.cli.main import app
+from llm_ladder.quality.suites import ItemResult, greedy_identity, mcnemar_p, paired, score
+from llm_ladder.testing.mock_server import MockServer, Script
 
 runner = CliRunner()
 

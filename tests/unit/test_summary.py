@@ -1,6 +1,6 @@
-from llm_ladder.metrics import Spread, WorkloadStats
-from llm_ladder.results import RungResult, RunSummary, SpecSummary
-from llm_ladder.summary import rows, to_markdown
+from llm_ladder.measure.metrics import Spread, WorkloadStats
+from llm_ladder.outputs.results import RungResult, RunSummary, SpecSummary
+from llm_ladder.outputs.summary import rows, to_markdown
 
 
 def _stats(tps, repetition=0.1):
@@ -69,9 +69,9 @@ def test_markdown_explains_failures_loops_and_useless_speculation():
 
 
 def test_calibration_is_shown_against_its_round_to_nearest_twin():
-    from llm_ladder.agreement import Agreement
-    from llm_ladder.results import RungResult, RunSummary
-    from llm_ladder.summary import to_markdown
+    from llm_ladder.outputs.results import RungResult, RunSummary
+    from llm_ladder.outputs.summary import to_markdown
+    from llm_ladder.quality.agreement import Agreement
 
     def rung(name, model, kl, same):
         agree = Agreement(tokens=2000, perplexity=10.3, baseline_perplexity=10, mean_kl=kl, p99_kl=0.1, same_top=same)

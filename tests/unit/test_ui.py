@@ -4,10 +4,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from llm_ladder.cli import app
+from llm_ladder.cli.main import app
 from llm_ladder.engines.process import free_port
-from llm_ladder.mock_server import MockServer, Script
-from llm_ladder.ui import UiError, find_webui, run_ui
+from llm_ladder.ops.ui import UiError, find_webui, run_ui
+from llm_ladder.testing.mock_server import MockServer, Script
 
 FAKE_WEBUI = """#!{python}
 import json, os, sys, http.server
@@ -44,8 +44,8 @@ def test_open_webui_is_wired_to_the_endpoint_and_stopped(tmp_path, fake_webui):
 
 
 def test_missing_open_webui_names_the_install_script(tmp_path, monkeypatch):
-    monkeypatch.setattr("llm_ladder.ui.WEBUI_VENV", tmp_path / "none")
-    monkeypatch.setattr("llm_ladder.ui.shutil.which", lambda name: None)
+    monkeypatch.setattr("llm_ladder.ops.ui.WEBUI_VENV", tmp_path / "none")
+    monkeypatch.setattr("llm_ladder.ops.ui.shutil.which", lambda name: None)
     monkeypatch.delenv("LADDER_WEBUI_BIN", raising=False)
     with pytest.raises(UiError, match=r"scripts/install-ui\.sh"):
         find_webui(None)

@@ -3,7 +3,7 @@ import pytest
 from llm_ladder.engines.base import EngineError
 from llm_ladder.engines.vllm import rung_args
 from llm_ladder.engines.vllm_docker import VllmDockerEngine
-from llm_ladder.plan import Rung
+from llm_ladder.plan.schema import Rung
 
 
 def test_the_container_runs_the_rungs_flags_with_the_workshops_options(model_dir, monkeypatch):
@@ -34,3 +34,18 @@ def test_preflight_names_a_missing_docker_or_daemon(tmp_path, monkeypatch):
     fake.chmod(0o755)
     with pytest.raises(EngineError, match="Docker daemon is not reachable \\(Cannot connect"):
         VllmDockerEngine(docker=str(fake)).preflight()
+
+
+def test_the_checkpoints_quantization_is_checked_on_the_host_not_inside_the_container(model_dir, tmp_path):
+    """The command names /models/model (the container's path, absent here); the check reads the host's copy."""
+    from llm_ladder.engines.base import Server
+
+    (model_dir / "config.json").write_text('{"quantization_config": {"quant_method": "compressed-tensors"}}')
+    rung = Rung(name="w8a8", model=str(model_dir))
+    engine = VllmDockerEngine(port=8123)
+    log = tmp_path / "w8a8.log"
+    log.write_text("Initializing a V1 LLM engine with config: quantization=None, kv_cache_dtype=auto")
+    server = Server("http://127.0.0.1:8123", "w8a8", engine.command(rung, str(model_dir), 8123), log, None)
+    assert engine.verify(rung, server) == [r"log lacks /quantization=compressed\-tensors\b/"]
+    log.write_text("... quantization=compressed-tensors, kv_cache_dtype=auto, dtype=torch.bfloat16")
+    assert engine.verify(rung, server) == [] and engine.kv_cache_bytes(rung, server) == 2

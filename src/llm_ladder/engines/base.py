@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from llm_ladder.plan import Rung
+from llm_ladder.plan.schema import Rung
 
 if TYPE_CHECKING:
     from llm_ladder.engines.process import ManagedProcess
@@ -144,9 +144,13 @@ class Engine(ABC):
         """Whether weights are quantized at load, so the checkpoint's size on disk is not the size in memory."""
         return False
 
-    def kv_cache_bytes(self, rung: Rung) -> int:
-        """Bytes per KV-cache element the rung runs with."""
-        return 2
+    def kv_cache_bytes(self, rung: Rung, server: Server) -> float | None:
+        """Bytes per KV-cache element the rung runs with, as its server says; None where it does not say."""
+        return None
+
+    def unverified(self, rung: Rung) -> list[str]:
+        """What `verify` could not check for this rung, each with why (recorded as `n/a`, never passed over)."""
+        return []
 
     def preflight(self) -> None:
         """Check what can be checked before anything starts (ports, binaries); raise EngineError."""

@@ -30,8 +30,6 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from llm_ladder.agreement import Agreement, ReferenceLogits
-from llm_ladder.calibrate import CALIBRATION_TEXT
 from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
 from llm_ladder.engines.gguf import (
     QUANT_TYPES,
@@ -45,9 +43,14 @@ from llm_ladder.engines.llamacpp_build import converter, installed_bin, program
 from llm_ladder.engines.llamacpp_quality import kl_divergence, read_reference, save_reference
 from llm_ladder.engines.process import ManagedProcess, free_port, log_tail, port_in_use
 from llm_ladder.engines.vllm import RUN_MARKER
-from llm_ladder.plan import Rung
+from llm_ladder.models.calibrate import CALIBRATION_TEXT
+from llm_ladder.plan.schema import Rung
+from llm_ladder.quality.agreement import Agreement, ReferenceLogits
 
 LOADING = re.compile(r"loading model '([^']+)'")
+KV_TYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32, "q4_1": 20 / 32,
+                 "q4_0": 18 / 32, "iq4_nl": 18 / 32}  # fmt: skip
+"""Bytes per element of llama.cpp's KV-cache types (a block of 32 values with its scale)."""
 
 
 class LlamaCppArgs(EngineArgs):
@@ -280,6 +283,13 @@ class LlamaCppEngine(Engine):
         saved = sorted(work_dir.glob("llamacpp-reference-*.kld"), key=lambda p: p.stat().st_mtime)
         return read_reference(saved[-1], k, "llama.cpp F16 GGUF (llama-perplexity)") if saved else None
 
+    def kv_cache_bytes(self, rung: Rung, server: Server) -> float | None:
+        """The mean of the K and V cache types the command sets (`-ctk`, `-ctv`), each llama.cpp's F16 if unset."""
+        k = _flag_value(server.command, "-ctk", "--cache-type-k") or "f16"
+        v = _flag_value(server.command, "-ctv", "--cache-type-v") or "f16"
+        sizes = [KV_TYPE_BYTES.get(t.lower()) for t in (k, v)]
+        return None if None in sizes else sum(s for s in sizes if s is not None) / 2
+
     def describe_weights(self, rung: Rung) -> str | None:
         """The GGUF's tensor types by count: a K-quant's name hides the fallbacks (SmolLM2's 576 columns)."""
         types = tensor_types(Path(rung.model))
@@ -304,6 +314,16 @@ def _first_request(proc: ManagedProcess, base_url: str, rung: Rung) -> None:
         with suppress(subprocess.TimeoutExpired):
             proc.proc.wait(timeout=5)  # a crash closes the connection a moment before the process is reaped
         raise FirstRequestFailed(f"llama-server failed its first request ({err})", log_tail(proc.log_path)) from None
+
+
+def _flag_value(cmd: list[str], *names: str) -> str | None:
+    """The last value given to any of `names` (`-x v` or `--x=v`)."""
+    found = None
+    for i, arg in enumerate(cmd):
+        name, eq, value = arg.partition("=")
+        if name in names:
+            found = value if eq else (cmd[i + 1] if i + 1 < len(cmd) else None)
+    return found
 
 
 def _sibling(server: str | None, name: str) -> str | None:

@@ -16,10 +16,10 @@ import re
 import struct
 from pathlib import Path
 
-from llm_ladder.agreement import Agreement, Position, ReferenceLogits
 from llm_ladder.engines.base import EngineError
 from llm_ladder.engines.gguf import prepended_bos
 from llm_ladder.engines.process import log_tail, run_logged
+from llm_ladder.quality.agreement import Agreement, Position, ReferenceLogits
 
 CTX = 512
 PATTERNS = {

@@ -15,11 +15,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from llm_ladder.engines import vllm_log
 from llm_ladder.engines.base import Capabilities, Engine, EngineArgs, EngineError, Server, StopReport
 from llm_ladder.engines.process import ManagedProcess, free_port, port_in_use
 from llm_ladder.engines.vllm_cpu_fixes import engine_env
 from llm_ladder.engines.vllm_log import expected_patterns, missing_patterns, parse_startup
-from llm_ladder.plan import Rung
+from llm_ladder.plan.schema import Rung
 
 API_MODULE = "vllm.entrypoints.openai.api_server"
 
@@ -133,10 +134,15 @@ class VllmEngine(Engine):
     def quantizes_online(self, rung: Rung) -> bool:
         return bool(self.args(rung).quantization)
 
-    def kv_cache_bytes(self, rung: Rung) -> int:
-        return 1 if "fp8" in (self.args(rung).kv_cache_dtype or "") else 2
+    def kv_cache_bytes(self, rung: Rung, server: Server) -> float | None:
+        """From the engine's config line (`kv_cache_dtype`, and `dtype` for auto: fp32 on AVX2 CPUs is 4)."""
+        return vllm_log.kv_cache_bytes(server.log_path.read_text(errors="replace"))
+
+    def unverified(self, rung: Rung) -> list[str]:
+        return vllm_log.unchecked(rung)
 
     def verify(self, rung: Rung, server: Server) -> list[str]:
+        """The log against the rung, the checkpoint's quantization read from its config on this host (a local
+        directory, or the Hugging Face cache for a hub id: the path inside a container would not be found)."""
         text = server.log_path.read_text(errors="replace")
-        model_path = server.command[server.command.index("--model") + 1]
-        return [f"log lacks /{p}/" for p in missing_patterns(text, expected_patterns(rung, model_path))]
+        return [f"log lacks /{p}/" for p in missing_patterns(text, expected_patterns(rung, rung.model))]

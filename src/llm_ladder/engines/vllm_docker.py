@@ -11,8 +11,8 @@ from pathlib import Path
 
 from llm_ladder.engines.base import EngineError, Server, StopReport
 from llm_ladder.engines.vllm import API_MODULE, VllmEngine, rung_args
-from llm_ladder.models import hf_home
-from llm_ladder.plan import Rung
+from llm_ladder.models.store import hf_home
+from llm_ladder.plan.schema import Rung
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/vllm:25.09-py3"
 HOME = Path.home()

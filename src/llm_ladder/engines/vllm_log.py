@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 from llm_ladder.engines.base import StartupStages
-from llm_ladder.plan import Rung
+from llm_ladder.models.store import config_file, model_config
+from llm_ladder.plan.schema import Rung
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
 STAGE_PATTERNS = {
     "weights_s": re.compile(rf"Loading weights took {_NUM} seconds"),
-    "compile_s": re.compile(rf"torch\.compile takes? {_NUM} s in total"),
+    "compile_s": re.compile(rf"torch\.compile (?:took|takes) {_NUM} s in total"),  # "took" since 0.11, "takes" before
     "graph_capture_s": re.compile(rf"Graph capturing finished in {_NUM} secs"),
     "engine_init_s": re.compile(rf"init engine \(profile, create kv cache, warmup model\) took {_NUM} s"),
 }
@@ -47,12 +46,29 @@ def parse_startup(text: str) -> StartupStages:
     return StartupStages(**stages, compile_cache=cache, weights_gib=_last_float(WEIGHTS_GIB, text))
 
 
-def _checkpoint_quantization(model_path: str) -> str | None:
-    config = Path(model_path) / "config.json"
-    if not config.is_file():
-        return None
-    q = json.loads(config.read_text()).get("quantization_config") or {}
+def _checkpoint_quantization(model: str) -> str | None:
+    q = (model_config(model) or {}).get("quantization_config") or {}
     return q.get("quant_method")
+
+
+def unchecked(rung: Rung) -> list[str]:
+    """What `expected_patterns` could not check for this rung, and why (reported as n/a, not passed over)."""
+    if rung.args.get("quantization") or config_file(rung.model):
+        return []
+    return [f"checkpoint quantization not checked: no config.json for {rung.model} on this host"]
+
+
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+
+
+def kv_cache_bytes(text: str) -> float | None:
+    """Bytes per KV-cache element from the engine's config line: fp8 kinds 1, `auto` the model dtype's size."""
+    kv, dtype = re.search(r"kv_cache_dtype=(\w+)", text), re.search(r"\bdtype=torch\.(\w+)", text)
+    if kv and kv.group(1).startswith("fp8"):
+        return 1
+    if kv and kv.group(1) != "auto":
+        return DTYPE_BYTES.get(kv.group(1))
+    return DTYPE_BYTES.get(dtype.group(1)) if dtype else None
 
 
 def expected_patterns(rung: Rung, model_path: str) -> list[str]:

@@ -1,0 +1,376 @@
+"""The climb: for each rung start the engine, verify it, measure it, stop it, and append the results."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from pydantic import ValidationError
+
+from llm_ladder.climb.baseline_pass import plan_pass, run_pass
+from llm_ladder.engines.base import Engine, EngineError, EngineSet, Server
+from llm_ladder.engines.process import log_tail
+from llm_ladder.load.prompts import BenchRequest
+from llm_ladder.load.sweep import SweepOptions, options_from, requests_from, run_sweep
+from llm_ladder.measure.client import RequestRecord
+from llm_ladder.measure.roofline import Bandwidth, Roofline, host_bandwidth, kv_bytes_per_token, workload_rooflines
+from llm_ladder.measure.server import Sinks, Target, WorkloadResult, measure_server
+from llm_ladder.measure.telemetry import GIB, MemorySampler, Snapshot
+from llm_ladder.models.store import ModelStore, model_config, provenance, resolve_models
+from llm_ladder.outputs.results import RunDir, RungResult, RunSummary, SpecSummary, public_config
+from llm_ladder.outputs.summary import to_markdown
+from llm_ladder.plan.hardware import detect, package_versions
+from llm_ladder.plan.loading import describe_error
+from llm_ladder.plan.schema import Plan, PlanError, Rung
+from llm_ladder.quality.agreement import agreement, eval_chunks, load_positions, save_positions
+from llm_ladder.quality.evaluation import load_suites, scores
+from llm_ladder.quality.recommend import recommend
+from llm_ladder.quality.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
+
+RELEASE_TOLERANCE_GIB = 0.5
+"""Memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
+
+Notify = Callable[[str], None]
+
+
+def host_info() -> dict[str, object]:
+    return {
+        "hardware": detect().as_dict(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+    }
+
+
+def _weights_gib(server: Server, rung: Rung, engine: Engine) -> float | None:
+    """Weights in memory as vLLM logged them, else the checkpoint's size on disk; None when neither is true,
+    as for online quantization (the checkpoint is 16-bit, the weights in memory are not)."""
+    if server.startup.weights_gib is not None:
+        return server.startup.weights_gib
+    path = Path(rung.model)
+    files = list(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".gguf" else []
+    if not files or (engine.quantizes_online(rung) and "quantization_config" not in (path / "config.json").read_text()):
+        return None
+    return sum(f.stat().st_size for f in files) / GIB
+
+
+def _not_measured(engine: Engine, plan: Plan) -> dict[str, str]:
+    """What the plan asks for that this engine cannot give, and why (reported as n/a, never as a failure)."""
+    caps, missing = engine.capabilities, {}
+    if plan.agreement.enabled and plan.agreement.score_outputs and not caps.prompt_logprobs:
+        missing["answers' perplexity"] = f"{engine.name} serves no prompt logprobs"
+    if not caps.startup_stages:
+        missing["startup stages"] = f"{engine.name} logs no startup stages; total is measured"
+    return missing
+
+
+def _sizes_kv(config: dict) -> bool:
+    try:
+        kv_bytes_per_token(config)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return False
+    return True
+
+
+def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[str, SpecSummary], list[str]]:
+    if not rung.speculative:
+        return {}, []
+    spec = {name: SpecSummary.of(r.spec) for name, r in measured.items() if r.spec is not None}
+    drafted = sum(s.draft_tokens for s in spec.values())
+    check = f"speculative decoding drafted {drafted:.0f} tokens" if drafted else "no draft tokens counted in /metrics"
+    return spec, [("ok: " if drafted else "FAIL: ") + check]
+
+
+class Climber:
+    """Runs a plan rung by rung into a run directory; one rung's failure does not stop the others."""
+
+    def __init__(
+        self, plan: Plan, run_dir: RunDir, engines: Engine | EngineSet, store: ModelStore, notify: Notify
+    ) -> None:
+        self.plan, self.run_dir, self.store, self.notify = plan, run_dir, store, notify
+        self.engines = engines if isinstance(engines, EngineSet) else EngineSet(engines)
+        self.summary: RunSummary | None = None
+        """The summary so far: complete after `run`, partial if it was interrupted."""
+        self.rungs: dict[str, Rung] | None = None
+        self.sources: dict[str, str] = {}
+        """Each rung's model as resolved, before its engine prepared it (a GGUF's source directory)."""
+        self.suites: list[Suite] = []
+        self.load: tuple[SweepOptions, list[BenchRequest]] | None = None
+        self.bandwidth: Bandwidth | str | None = None
+        """The memory bandwidth decoding runs against, or why there is no figure (an unknown GPU)."""
+
+    def prepare(self) -> None:
+        """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
+        SuiteError naming what is wrong."""
+        resolved = resolve_models(self.plan, self.store)
+        self.sources = {name: rung.model for name, rung in resolved.items()}
+        self.rungs = {
+            name: self.engines.get(self.plan.engine_of(rung)).prepare(rung, self.notify)
+            for name, rung in resolved.items()
+        }
+        self.suites = load_suites(self.plan.suites)
+        self.bandwidth = host_bandwidth(self.plan.memory_bandwidth_gbs)  # before any engine competes for memory
+        if self.plan.load is not None:
+            try:
+                self.load = (options_from(self.plan.load), requests_from(self.plan.load))
+            except ValidationError as err:
+                raise PlanError(f"load: {describe_error(err)}") from None
+
+    def run(self, resume: bool = False, sinks: Sinks | None = None) -> RunSummary:
+        """Climb every rung; results.json and summary.md are written at the end, or at Ctrl-C with what was done.
+        `sinks` also receive every request record and suite item as they are measured (progress display)."""
+        try:
+            return self._run(resume, sinks or Sinks())
+        finally:
+            if self.summary is not None:
+                self.run_dir.write_summary(self.summary, to_markdown(self.summary))
+
+    def _run(self, resume: bool, sinks: Sinks) -> RunSummary:
+        if self.rungs is None:
+            self.prepare()
+        assert self.rungs is not None
+        rungs = self.rungs
+        done = self.run_dir.completed_rungs() if resume else {}
+        self.summary = summary = RunSummary(
+            plan=self.plan.name,
+            engine=self.plan.engine,
+            started_at=datetime.now(UTC).isoformat(),
+            host=host_info()
+            | {"memory_bandwidth": bw.model_dump() if isinstance(bw := self.bandwidth, Bandwidth) else None},
+            baseline=self.plan.baseline.name,
+            rungs=[],
+            selection=self.plan.selection.model_dump() if self.plan.selection else None,
+            quality_budget=self.plan.quality_budget.model_dump(),
+            baseline_note=provenance(self.plan.baseline.model),
+        )
+        for original in self.plan.rungs:
+            if original.name in done and done[original.name].config == public_config(original):
+                self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
+                summary.rungs.append(done[original.name])
+                continue
+            self.climb_rung(original, rungs[original.name], sinks)
+        self._agreements(summary)
+        self._baseline_pass(summary)
+        self._suite_comparisons(summary)
+        summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
+        self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
+        summary.finished_at = datetime.now(UTC).isoformat()
+        return summary
+
+    def climb_rung(self, original: Rung, rung: Rung, sinks: Sinks | None = None) -> RungResult:
+        """Start, verify, measure, stop one rung; the result is appended to the log whatever happens."""
+        result = RungResult(
+            name=rung.name,
+            status="failed",
+            model=original.model,
+            model_path=rung.model,
+            config=public_config(original),
+        )
+        self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
+        before = Snapshot()
+        try:
+            engine = self.engines.get(self.plan.engine_of(rung))
+            result.engine = engine.name
+            server = engine.start(rung, rung.model, self.run_dir.path)
+        except EngineError as err:
+            result.error, result.log_tail = str(err), err.log_tail
+            self.notify(f"[red]{rung.name}: {err}[/red]")
+            return self._record(result)
+        except KeyboardInterrupt:  # the engine stopped its half-started server
+            result.error = "interrupted during startup"
+            self._record(result)
+            raise
+        result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
+        sampler = MemorySampler(server.pids).start()
+        try:
+            self._measure(engine, rung, server, result, sinks or Sinks())
+        except KeyboardInterrupt:
+            result.error = "interrupted"
+            raise
+        except Exception as err:  # a crash mid-rung is recorded, and the climb goes on
+            exited = server.process.exit_code
+            cause = f"engine exited with code {exited}; " if exited is not None else ""
+            result.error = f"{cause}{type(err).__name__}: {err}"
+            result.log_tail = log_tail(server.log_path)
+        finally:
+            result.memory = sampler.stop()
+            self._stop(engine, server, result, before)
+            try:
+                self._offline_agreement(engine, rung, result)
+            finally:
+                self._record(result)
+        self._report(result)
+        return result
+
+    def _offline_agreement(self, engine: Engine, rung: Rung, result: RungResult) -> None:
+        """Agreement for engines without prompt logprobs, measured with the server stopped."""
+        if result.status != "ok" or not self.plan.agreement.enabled or engine.capabilities.prompt_logprobs:
+            return
+        assert self.rungs is not None
+        baseline = self.rungs[self.plan.baseline.name].model
+        text = self.run_dir.path / "logprobs" / "eval_text.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text("\n\n".join(eval_chunks(self.plan.agreement.text, self.plan.agreement.chunk_chars)))
+        try:
+            result.agreement = engine.offline_agreement(rung, baseline, text, text.parent)
+        except (EngineError, OSError) as err:
+            result.agreement_error = str(err)
+
+    def _baseline_pass(self, summary: RunSummary) -> None:
+        """Scoring by the baseline's engine of what other engines' rungs could not score (baseline_pass.py)."""
+        assert self.rungs is not None
+        todo = plan_pass(self.plan, summary, self.engines, self.run_dir.path / "logprobs")
+        if todo:
+            baseline = self.plan.baseline
+            engine = self.engines.get(self.plan.engine_of(baseline))
+            run_pass(self.plan, self.rungs[baseline.name], engine, todo, self.run_dir, summary, self.notify)
+
+    def logprobs_path(self, rung: str) -> Path:
+        return self.run_dir.path / "logprobs" / f"{rung}.json"
+
+    def items_path(self, rung: str) -> Path:
+        """Each task-suite item's prompt, answer and verdict, appended as answered."""
+        return self.run_dir.path / "suites" / f"{rung}.jsonl"
+
+    def _suite_comparisons(self, summary: RunSummary) -> None:
+        """Paired accuracy against the baseline per suite; greedy identity for speculative rungs."""
+        base_path = self.items_path(summary.baseline)
+        base = by_suite(load_items(base_path)) if base_path.exists() else {}
+        for result in summary.rungs:
+            path = self.items_path(result.name)
+            if result.status != "ok" or not path.exists():
+                continue
+            items = load_items(path)
+            if result.name != summary.baseline:
+                mine = by_suite(items)
+                for name, suite_score in result.suites.items():
+                    if base.get(name) and mine.get(name):
+                        suite_score.vs_baseline = paired(base[name], mine[name])
+            self._identity(result, items)
+
+    def _identity(self, result: RungResult, items: list[ItemResult]) -> None:
+        rung = self.plan.rung(result.name)
+        if not rung.speculative:
+            return
+        reference = self.plan.without_speculation(rung)
+        if reference is None:
+            result.greedy_identity_error = "no rung in this plan serves the same model without speculation"
+        elif not self.items_path(reference.name).exists():
+            result.greedy_identity_error = f"{reference.name} has no task-suite answers in this run"
+        else:
+            result.greedy_identity = greedy_identity(reference.name, load_items(self.items_path(reference.name)), items)
+
+    def _agreements(self, summary: RunSummary) -> None:
+        """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""
+        base_path = self.logprobs_path(summary.baseline)
+        if not self.plan.agreement.enabled:
+            return
+        if not base_path.exists():
+            for result in summary.rungs:
+                if result.agreement is None and self.logprobs_path(result.name).exists():
+                    result.agreement_error = f"the baseline {summary.baseline} has no prompt logprobs to compare with"
+            return
+        base = load_positions(base_path)
+        for result in summary.rungs:
+            path = self.logprobs_path(result.name)
+            if result.status != "ok" or not path.exists():
+                continue
+            try:
+                result.agreement = agreement(base, load_positions(path))
+            except ValueError as err:
+                result.agreement_error = str(err)
+
+    def _record(self, result: RungResult) -> RungResult:
+        """Append the rung to the log at once, and to the summary so far."""
+        self.run_dir.append("rung", result)
+        if self.summary is not None:
+            self.summary.rungs.append(result)
+        return result
+
+    def _measure(self, engine: Engine, rung: Rung, server: Server, result: RungResult, sinks: Sinks) -> None:
+        checks = [f"FAIL: {p}" for p in engine.verify(rung, server)] or ["ok: engine log matches the config"]
+        checks += [f"n/a: {why}" for why in engine.unverified(rung)]
+        items_path = self.items_path(rung.name)
+        items_path.unlink(missing_ok=True)  # a rung measured again (resume) starts its items afresh
+
+        def record(r: RequestRecord) -> None:
+            self.run_dir.append("request", r, rung=rung.name)
+            sinks.on_record(r)
+
+        def item(i: ItemResult) -> None:
+            append_item(items_path, i)
+            sinks.on_item(i)
+
+        target = Target(server.base_url, server.model_name, engine)
+        measured = measure_server(target, self.plan, self.suites, Sinks(record, item))
+        workloads = measured.workloads
+        result.workloads = {name: r.stats for name, r in workloads.items()}
+        result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
+        if measured.positions is not None:
+            save_positions(self.logprobs_path(rung.name), measured.positions)
+        result.suites = scores(measured.items)
+        if self.load is not None:
+            opts, requests = self.load
+            out = self.run_dir.path / "load" / rung.name
+            result.load = run_sweep(server.base_url, server.model_name, requests, opts, out, sinks.on_load)
+        result.spec, spec_checks = _spec_checks(rung, workloads)
+        result.verification = checks + spec_checks
+        result.weights_gib = _weights_gib(server, rung, engine)
+        result.weights_detail = engine.describe_weights(rung)
+        result.not_measured = _not_measured(engine, self.plan)
+        result.roofline = self._rooflines(rung, result, engine.kv_cache_bytes(rung, server))
+        errors = sum(s.errors for s in result.workloads.values()) + sum(s.errors for s in result.suites.values())
+        if (code := server.process.exit_code) is not None:
+            result.verification.append(f"FAIL: engine exited with code {code} while being measured")
+            result.log_tail = log_tail(server.log_path)
+        failed_checks = [c for c in result.verification if c.startswith("FAIL")]
+        if errors or failed_checks:
+            result.error = "; ".join(failed_checks + ([f"{errors} request(s) failed"] if errors else []))
+        else:
+            result.status = "ok"
+
+    def _rooflines(self, rung: Rung, result: RungResult, kv_bytes: float | None) -> list[Roofline]:
+        """Decode against the memory's limit, or `not_measured["roofline"]` saying what is missing."""
+        source = self.sources.get(rung.name, rung.model)  # a GGUF's source directory has the config
+        config = model_config(source)
+        bandwidth = self.bandwidth
+        missing = [why for why, gap in [
+            (f"no config.json for {source} on this host (not a local directory, not in the Hugging Face cache)",
+             config is None),
+            ("config.json is not a decoder config this tool can size the KV cache of",
+             config is not None and not _sizes_kv(config)),
+            ("the weights' size in memory is not known (quantized at load)", result.weights_gib is None),
+            ("the engine does not say its KV-cache type", kv_bytes is None),
+            (bandwidth if isinstance(bandwidth, str) else "", isinstance(bandwidth, str))] if gap]  # fmt: skip
+        if missing:
+            result.not_measured["roofline"] = "; ".join(missing)
+            return []
+        steps = {name: s.mean_acceptance_length for name, s in result.spec.items() if s.mean_acceptance_length}
+        assert isinstance(bandwidth, Bandwidth) and kv_bytes is not None
+        return workload_rooflines(result.workloads, result.weights_gib, config, bandwidth, steps, kv_bytes)
+
+    def _stop(self, engine: Engine, server: Server, result: RungResult, before: Snapshot) -> None:
+        stop = engine.stop(server)
+        memory = result.memory
+        before.record_after(memory)
+        if unreleased := memory.unreleased(RELEASE_TOLERANCE_GIB):
+            stop.memory_released = False
+            stop.detail = "; ".join(filter(None, [stop.detail, unreleased]))
+        result.stop = stop
+        if stop.leftover_pids or not stop.memory_released:
+            result.status = "failed"
+            result.error = (result.error + "; " if result.error else "") + f"unclean stop: {stop.detail}"
+
+    def _report(self, result: RungResult) -> None:
+        if result.status == "ok":
+            tps = [f"{w} {result.decode_tps(w):.1f} tok/s" for w in result.workloads if result.decode_tps(w)]
+            acc = [f"{s.suite} {s.accuracy:.0%} of {s.n}" for s in result.suites.values()]
+            self.notify(f"[green]{result.name}: ok[/green] ({', '.join(tps + acc)})")
+        else:
+            self.notify(f"[red]{result.name}: failed[/red] ({result.error})")
