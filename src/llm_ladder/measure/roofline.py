@@ -162,8 +162,20 @@ def host_bandwidth(override_gbs: float | None = None) -> Bandwidth | str:
         if name and (known := known_bandwidth(name)):
             return known
     if gpu:
-        return f"{gpu} is not in the datasheet table: set `memory_bandwidth_gbs` in the plan"
+        return _measure_gpu_apart(gpu)
     return measure_host_bandwidth()
+
+
+def _measure_gpu_apart(gpu: str) -> Bandwidth | str:
+    """An unknown GPU's bandwidth, measured by a device copy in a process of its own (the climb's own process
+    must not hold a CUDA context while engines are measured); why not, where torch or CUDA is missing."""
+    code = "from llm_ladder.measure.roofline import measure_gpu_bandwidth as m; print(m().model_dump_json())"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return Bandwidth.model_validate_json(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as err:
+        why = f"{gpu} is not in the datasheet table and a device copy could not be timed ({type(err).__name__})"
+        return f"{why}: set `memory_bandwidth_gbs` in the plan"
 
 
 def kv_bytes_per_token(config: dict[str, Any], kv_dtype_bytes: int = 2) -> int:
