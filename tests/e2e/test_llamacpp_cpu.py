@@ -16,7 +16,7 @@ def _plan(tmp_path):
     """The shipped engines plan without its vLLM rung (the vLLM e2e covers that engine), cut short; the edit
     workload greedy, so the n-gram rung drafts for sure."""
     rungs = [r.model_dump(exclude_defaults=True) for r in load_plan("smollm2-cpu-engines").rungs]
-    llama = [r for r in rungs if r.get("engine") == "llama.cpp" and not r.get("imatrix")]  # unit-tested; 2 min more
+    llama = [r for r in rungs if r.get("engine") == "llama.cpp" and not r["args"].get("imatrix")]  # unit-tested
     return quick_plan(tmp_path, "llamacpp-e2e", llama, {"max_tokens": 128, "temperature": 0}, engine="llama.cpp")
 
 

@@ -14,6 +14,15 @@ runner = CliRunner()
 CLI_WITH_FAKE_ENGINE = "import tests.conftest; from llm_ladder.cli.main import main; main()"
 
 
+def interruptible() -> None:
+    """preexec_fn for a child the test will Ctrl-C: SIGINT handled and unblocked, whatever state the test process
+    inherited (in a full fresh-clone run the two Ctrl-C tests once saw their SIGINT have no effect)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _plan(tmp_path, model_dir, rungs=None, **over):
     plan = {
         "name": "fake",
@@ -57,6 +66,11 @@ def test_climb_writes_results_summary_and_logs(tmp_path, model_dir):
     assert base["memory"]["peak_rss_gib"] > 0 and base["stop"]["leftover_pids"] == []
     assert base["weights_gib"] == pytest.approx(0.13)
     assert base["roofline"] == [] and "not a decoder config" in base["not_measured"]["roofline"]  # config.json: {}
+    phases = base["phases"]
+    assert list(phases)[:3] == ["startup", "warmup", "workload short"] and {"workload long", "stop"} <= set(phases)
+    assert phases["startup"] >= base["startup"]["total_s"] - 0.05 and phases["workload long"] > 0
+    assert {"prepare", "baseline pass"} <= set(summary["phases"])
+    assert "## Where the time went" in (out / "summary.md").read_text()
     assert spec["spec"]["long"]["acceptance_rate"] == pytest.approx(0.5)
     assert spec["verification"][0] == "ok: engine log matches the config"
     assert any("drafted" in v for v in spec["verification"])
@@ -217,6 +231,7 @@ def test_ctrl_c_stops_servers_and_keeps_results(tmp_path, model_dir):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
     log = out / "logs" / "slow.log"
     deadline = time.monotonic() + 60

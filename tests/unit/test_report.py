@@ -32,6 +32,7 @@ def _rung(name, tps, answer="An answer.", **extra):
         sample_outputs={"short": answer},
         weights_gib=1.0,
         memory=MemoryStats(peak_rss_gib=2.0),
+        phases={"startup": 20.0, "workload short": 3.0, "workload long": 9.0, "suites": 12.0, "stop": 1.0},
         startup=StartupStages(weights_s=2, compile_s=10, graph_capture_s=3, total_s=20, compile_cache="cold"),
         suites={"exact": SuiteScore(suite="exact", n=40, passed=int(tps))},
         roofline=[roofline("long", 1 << 30, 65536, 300, tps, Bandwidth(gbs=100, source="given"))],
@@ -98,6 +99,7 @@ def test_report_is_self_contained_escapes_answers_and_draws_the_charts(tmp_path)
         "Memory",
         "Startup",
         "Roofline",
+        "Where the time went",
     ):
         assert title in titles
     assert {"TTFT distribution", "ITL distribution", "Concurrency", "Speculative decoding"} <= set(titles)

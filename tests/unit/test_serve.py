@@ -16,7 +16,7 @@ from llm_ladder.engines.process import free_port
 from llm_ladder.ops.serve import choose
 from llm_ladder.plan.schema import PlanError
 
-from .test_climb import CLI_WITH_FAKE_ENGINE, _climb, _plan
+from .test_climb import CLI_WITH_FAKE_ENGINE, _climb, _plan, interruptible
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def test_serve_starts_the_recommended_rung_as_measured_and_stops_on_ctrl_c(run, 
         stderr=subprocess.STDOUT,
         text=True,
         env={**__import__("os").environ, "MY_TOKEN": "from-env", "COLUMNS": "200"},
+        preexec_fn=interruptible,
     )
     lines = []
     deadline = time.monotonic() + 60

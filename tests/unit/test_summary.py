@@ -91,3 +91,18 @@ def test_calibration_is_shown_against_its_round_to_nearest_twin():
     assert "- q4-imatrix (importance matrix) against q4 (round-to-nearest): mean KL 0.0536 → 0.0320" in to_markdown(
         summary
     )
+
+
+def test_the_time_table_sums_workloads_and_totals_each_rung():
+    from llm_ladder.outputs.results import RungResult, RunSummary
+    from llm_ladder.outputs.summary import PHASE_COLUMNS, phase_cells, to_markdown
+
+    r = RungResult(name="a", status="ok", model="m", config={},
+                   phases={"startup": 30.0, "warmup": 1.0, "workload short": 4.0, "workload long": 6.0, "suites": 9.0})  # fmt: skip
+    cells = phase_cells(r)
+    assert cells[PHASE_COLUMNS.index("workloads")] == 10.0 and cells[-1] == 50.0
+    summary = RunSummary(plan="p", started_at="t", baseline="a", rungs=[r], phases={"prepare": 5.0})
+    md = to_markdown(summary)
+    assert (
+        "The climb itself: prepare 5 s, 55 s in all." in md and "| a | 30 | 1 | 10 | 0 | 0 | 9 | 0 | 0 | 0 | 50 |" in md
+    )

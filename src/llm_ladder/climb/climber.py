@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from llm_ladder.engines.process import log_tail
 from llm_ladder.load.prompts import BenchRequest
 from llm_ladder.load.sweep import SweepOptions, options_from, requests_from, run_sweep
 from llm_ladder.measure.client import RequestRecord
+from llm_ladder.measure.phases import Phases
 from llm_ladder.measure.roofline import Bandwidth, Roofline, host_bandwidth, kv_bytes_per_token, workload_rooflines
 from llm_ladder.measure.server import Sinks, Target, WorkloadResult, measure_server
 from llm_ladder.measure.telemetry import GIB, MemorySampler, Snapshot
@@ -102,12 +104,18 @@ class Climber:
         """Each rung's model as resolved, before its engine prepared it (a GGUF's source directory)."""
         self.suites: list[Suite] = []
         self.load: tuple[SweepOptions, list[BenchRequest]] | None = None
+        self.phases = Phases()
+        """The climb's own phases (prepare, baseline pass); each rung keeps its own."""
         self.bandwidth: Bandwidth | str | None = None
         """The memory bandwidth decoding runs against, or why there is no figure (an unknown GPU)."""
 
     def prepare(self) -> None:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
         SuiteError naming what is wrong."""
+        with self.phases("prepare"):
+            self._prepare()
+
+    def _prepare(self) -> None:
         resolved = resolve_models(self.plan, self.store)
         self.sources = {name: rung.model for name, rung in resolved.items()}
         self.rungs = {
@@ -156,7 +164,9 @@ class Climber:
                 continue
             self.climb_rung(original, rungs[original.name], sinks)
         self._agreements(summary)
-        self._baseline_pass(summary)
+        with self.phases("baseline pass"):
+            self._baseline_pass(summary)
+        summary.phases = self.phases.rounded()
         self._suite_comparisons(summary)
         summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
         self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
@@ -173,23 +183,25 @@ class Climber:
             config=public_config(original),
         )
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
-        before = Snapshot()
+        before, phases = Snapshot(), Phases()
         try:
             engine = self.engines.get(self.plan.engine_of(rung))
             result.engine = engine.name
-            server = engine.start(rung, rung.model, self.run_dir.path)
+            with phases("startup"):
+                server = engine.start(rung, rung.model, self.run_dir.path)
         except EngineError as err:
-            result.error, result.log_tail = str(err), err.log_tail
+            result.error, result.log_tail, result.phases = str(err), err.log_tail, phases.rounded()
             self.notify(f"[red]{rung.name}: {err}[/red]")
             return self._record(result)
         except KeyboardInterrupt:  # the engine stopped its half-started server
-            result.error = "interrupted during startup"
+            result.error, result.phases = "interrupted during startup", phases.rounded()
             self._record(result)
             raise
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
+        sinks = replace(sinks or Sinks(), phases=phases)
         try:
-            self._measure(engine, rung, server, result, sinks or Sinks())
+            self._measure(engine, rung, server, result, sinks)
         except KeyboardInterrupt:
             result.error = "interrupted"
             raise
@@ -200,10 +212,13 @@ class Climber:
             result.log_tail = log_tail(server.log_path)
         finally:
             result.memory = sampler.stop()
-            self._stop(engine, server, result, before)
+            with phases("stop"):
+                self._stop(engine, server, result, before)
             try:
-                self._offline_agreement(engine, rung, result)
+                with phases("offline agreement"):
+                    self._offline_agreement(engine, rung, result)
             finally:
+                result.phases = phases.rounded()
                 self._record(result)
         self._report(result)
         return result
@@ -308,7 +323,7 @@ class Climber:
             sinks.on_item(i)
 
         target = Target(server.base_url, server.model_name, engine)
-        measured = measure_server(target, self.plan, self.suites, Sinks(record, item))
+        measured = measure_server(target, self.plan, self.suites, Sinks(record, item, phases=sinks.phases))
         workloads = measured.workloads
         result.workloads = {name: r.stats for name, r in workloads.items()}
         result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
@@ -318,7 +333,8 @@ class Climber:
         if self.load is not None:
             opts, requests = self.load
             out = self.run_dir.path / "load" / rung.name
-            result.load = run_sweep(server.base_url, server.model_name, requests, opts, out, sinks.on_load)
+            with sinks.phases("load"):
+                result.load = run_sweep(server.base_url, server.model_name, requests, opts, out, sinks.on_load)
         result.spec, spec_checks = _spec_checks(rung, workloads)
         result.verification = checks + spec_checks
         result.weights_gib = _weights_gib(server, rung, engine)

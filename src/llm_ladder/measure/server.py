@@ -13,6 +13,7 @@ from llm_ladder.engines.base import Capabilities, Engine
 from llm_ladder.measure.client import RequestRecord, Streamer, stream_chat
 from llm_ladder.measure.energy import EnergySource, open_energy_source
 from llm_ladder.measure.metrics import SpecStats, WorkloadStats, parse_spec_counters, summarize
+from llm_ladder.measure.phases import Phases
 from llm_ladder.measure.request import REQUEST_TIMEOUT, request_body
 from llm_ladder.plan.schema import Plan, Workload
 from llm_ladder.quality.agreement import Position, eval_chunks, parse_prompt_logprobs, perplexity
@@ -66,25 +67,29 @@ async def _run_workload(
     on_record: Callable[[RequestRecord], None],
     score: bool = False,
     energy: EnergySource | None = None,
+    phases: Phases | None = None,
 ) -> WorkloadResult:
     base_url, model = target.base_url, target.model
+    phases = phases or Phases()
     prefix = target.caps.spec_metrics
-    before = await scrape_spec(http, base_url, prefix)
-    joules = energy.joules() if energy else None
-    records = []
-    for trial in range(trials):
-        seed = workload.seed + trial
-        record = await stream_chat(streamer, base_url, model, workload, trial, seed, target.extras(workload))
-        on_record(record)
-        records.append(record)
-    joules = energy.joules() - joules if energy and joules is not None else None
-    after = await scrape_spec(http, base_url, prefix)
+    with phases(f"workload {workload.name}"):
+        before = await scrape_spec(http, base_url, prefix)
+        joules = energy.joules() if energy else None
+        records = []
+        for trial in range(trials):
+            seed = workload.seed + trial
+            record = await stream_chat(streamer, base_url, model, workload, trial, seed, target.extras(workload))
+            on_record(record)
+            records.append(record)
+        joules = energy.joules() - joules if energy and joules is not None else None
+        after = await scrape_spec(http, base_url, prefix)
     spec = after - before if before is not None and after is not None else None
     if score and target.caps.prompt_logprobs:  # after the counters: scoring must not count as the workload's drafts
-        for record in records:
-            if record.ok and record.text.strip():
-                positions = await prompt_logprobs(http, base_url, model, [record.text], k=1)
-                record.output_perplexity = perplexity(positions) if positions else None
+        with phases("answer scoring"):
+            for record in records:
+                if record.ok and record.text.strip():
+                    positions = await prompt_logprobs(http, base_url, model, [record.text], k=1)
+                    record.output_perplexity = perplexity(positions) if positions else None
     stats = summarize(records)
     tokens = sum(r.completion_tokens or 0 for r in records if r.ok)
     stats.energy_j_per_token = joules / tokens if joules is not None and tokens else None
@@ -123,29 +128,34 @@ class Sinks:
     on_record: Callable[[RequestRecord], None] = lambda record: None
     on_item: Callable[[ItemResult], None] = lambda item: None
     on_load: Callable[[RequestRecord], None] = lambda record: None
+    phases: Phases = field(default_factory=Phases)
+    """The rung's phase timings (measure/phases.py), added to as each phase ends."""
 
 
 async def _measure(
     target: Target, plan: Plan, suites: list[Suite], sinks: Sinks, energy: EnergySource | None
 ) -> Measured:
-    base_url, model, on_record = target.base_url, target.model, sinks.on_record
+    base_url, model, on_record, phases = target.base_url, target.model, sinks.on_record, sinks.phases
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http, Streamer() as streamer:
-        for i in range(plan.warmup_requests):
-            warm = plan.workloads[0]
-            record = await stream_chat(streamer, base_url, model, warm, -1 - i, warm.seed, target.extras(warm))
-            if not record.ok:
-                raise RuntimeError(f"warmup request failed: {record.error}")
+        with phases("warmup"):
+            for i in range(plan.warmup_requests):
+                warm = plan.workloads[0]
+                record = await stream_chat(streamer, base_url, model, warm, -1 - i, warm.seed, target.extras(warm))
+                if not record.ok:
+                    raise RuntimeError(f"warmup request failed: {record.error}")
         spec = plan.agreement
         score = spec.enabled and spec.score_outputs
         workloads = {
-            w.name: await _run_workload(http, streamer, target, w, plan.trials, on_record, score, energy)
+            w.name: await _run_workload(http, streamer, target, w, plan.trials, on_record, score, energy, phases)
             for w in plan.workloads
         }
         chunks = eval_chunks(spec.text, spec.chunk_chars) if spec.enabled and target.caps.prompt_logprobs else []
-        positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
+        with phases("agreement"):
+            positions = await prompt_logprobs(http, base_url, model, chunks, spec.top_k) if chunks else None
         one_at_a_time = plan.suites.model_copy(update={"concurrency": 1})  # see Capabilities.batch_invariant
         suites_spec = plan.suites if target.caps.batch_invariant else one_at_a_time
-        items = await run_suites(http, base_url, model, suites, suites_spec, sinks.on_item)
+        with phases("suites"):
+            items = await run_suites(http, base_url, model, suites, suites_spec, sinks.on_item)
         return Measured(workloads, positions, items)
 
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from llm_ladder.measure.metrics import Spread, percentile
 from llm_ladder.outputs.results import RungResult, RunSummary
-from llm_ladder.outputs.summary import memory_gib
+from llm_ladder.outputs.summary import PHASE_COLUMNS, memory_gib, phase_cells
 
 plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "llm-ladder", "font.size": 9, "figure.dpi": 96})
 HIGHLIGHT, NORMAL = "#d62728", "#1f77b4"
@@ -98,6 +98,26 @@ def startup_chart(summary: RunSummary) -> str | None:
     ax.set_title("Startup stages")
     ax.set_ylabel("s")
     ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def phases_chart(summary: RunSummary) -> str | None:
+    """Where each rung's time went: its phases stacked as horizontal bars (seconds)."""
+    rungs = [r for r in summary.rungs if r.phases]
+    if not rungs:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(rungs)))
+    cells = [phase_cells(r)[:-1] for r in rungs]
+    left = [0.0] * len(rungs)
+    for i, name in enumerate(PHASE_COLUMNS):
+        values = [c[i] for c in cells]
+        if any(values):
+            ax.barh([r.name for r in rungs], values, left=left, label=name)
+            left = [x + v for x, v in zip(left, values, strict=True)]
+    ax.invert_yaxis()
+    ax.set_title("Where the time went")
+    ax.set_xlabel("s")
+    ax.legend(fontsize=7, ncol=3)
     return _svg(fig)
 
 

@@ -80,6 +80,7 @@ def figures(run_dir: Path, summary: RunSummary) -> list[tuple[str, Markup]]:
         ("Time to first token", charts.ttft_chart(summary)),
         ("Memory", charts.memory_chart(summary)),
         ("Startup", charts.startup_chart(summary)),
+        ("Where the time went", charts.phases_chart(summary)),
         ("Roofline", charts.roofline_chart(summary)),
         ("TTFT distribution", charts.histogram_chart("TTFT of every measured request", "ms", ttft)),
         ("ITL distribution", charts.histogram_chart("Gaps between streamed tokens", "ms", itl)),

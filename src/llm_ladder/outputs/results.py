@@ -78,6 +78,9 @@ class RungResult(BaseModel):
     load: dict[str, Any] | None = None
     """The plan's load sweep on this rung: levels under vllm bench's key names, and the knee (see loadstats)."""
     stop: StopReport | None = None
+    phases: dict[str, float] = {}
+    """Wall-clock seconds per phase, in order: startup, warmup, each workload's trials, answer scoring,
+    agreement, suites, load, stop, offline agreement (measure/phases.py)."""
     sample_outputs: dict[str, str] = {}
     error: str | None = None
     log_tail: str = ""
@@ -125,6 +128,8 @@ class RunSummary(BaseModel):
     """Another engine's reference logits (llama.cpp's F16 GGUF) against the baseline's prompt logprobs over the
     same token contexts: the same weights on two engines, so about 0 (baseline_pass.py)."""
     cross_engine_error: str | None = None
+    phases: dict[str, float] = {}
+    """The climb's own phases (prepare: models made, suites loaded; baseline pass), seconds."""
     selection: dict[str, Any] | None = None
     """How `ladder plan auto` chose the rungs for this machine (hardware, and each rung in or out with why)."""
 

@@ -258,6 +258,30 @@ def _roofline_lines(summary: RunSummary) -> list[str]:
     ]
 
 
+PHASE_COLUMNS = ("startup", "warmup", "workloads", "answer scoring", "agreement", "suites", "load", "stop",
+                 "offline agreement")  # fmt: skip
+
+
+def phase_cells(result: RungResult) -> list[float]:
+    """Seconds per column of PHASE_COLUMNS (the workloads summed), then the rung's total."""
+    phases = result.phases
+    cells = [sum(s for n, s in phases.items() if n.startswith("workload ")) if c == "workloads" else phases.get(c, 0.0)
+             for c in PHASE_COLUMNS]  # fmt: skip
+    return [*cells, sum(phases.values())]
+
+
+def _time_lines(summary: RunSummary) -> list[str]:
+    timed = [r for r in summary.rungs if r.phases]
+    if not timed:
+        return []
+    body = [[r.name, *(f"{x:.0f}" for x in phase_cells(r))] for r in timed]
+    climb = " ".join(f"{name} {s:.0f} s," for name, s in summary.phases.items())
+    total = sum(phase_cells(r)[-1] for r in timed) + sum(summary.phases.values())
+    return ["", "## Where the time went", "",
+            f"Wall-clock seconds per phase of each rung. The climb itself: {climb} {total:.0f} s in all.", "",
+            *md_table(("rung", *PHASE_COLUMNS, "total"), body)]  # fmt: skip
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -291,6 +315,7 @@ def to_markdown(summary: RunSummary) -> str:
             *md_table(AGREEMENT_COLUMNS, agreement),
             *cross_engine_lines(summary),
         ]
+    lines += _time_lines(summary)
     lines += _roofline_lines(summary)
     lines += suite_lines(summary)
     lines += _load_lines(summary)
