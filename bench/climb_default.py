@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from llm_ladder.cli.common import interrupt_on_sigterm
 from llm_ladder.climb.climber import Climber
 from llm_ladder.engines.base import get_engine
 from llm_ladder.models.store import ModelStore
@@ -75,6 +76,7 @@ def main() -> None:
     args.add_argument("--out", type=Path, default=Path("runs/bench-default"))
     opts = args.parse_args()
     console = Console()
+    interrupt_on_sigterm()  # a stopped benchmark stops its server too (the climber cleans up on KeyboardInterrupt)
     os.environ["VLLM_CACHE_ROOT"] = tempfile.mkdtemp(prefix="ladder-vllm-cache-")  # cold: nothing compiled yet
     plan = auto_plan(None, detect(), ModelStore()).model_copy(update={"trials": opts.trials})  # README command 1
     cold = climb(plan, opts.out / "cold", console)
