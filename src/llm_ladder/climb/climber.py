@@ -18,7 +18,7 @@ from llm_ladder.load.prompts import BenchRequest
 from llm_ladder.load.sweep import SweepOptions, options_from, requests_from, run_sweep
 from llm_ladder.measure.client import RequestRecord
 from llm_ladder.measure.phases import Phases
-from llm_ladder.measure.roofline import Bandwidth, Roofline, host_bandwidth, kv_bytes_per_token, workload_rooflines
+from llm_ladder.measure.roofline import Bandwidth, Roofline, host_bandwidth, sizes_kv, workload_rooflines
 from llm_ladder.measure.server import Sinks, Target, WorkloadResult, measure_server
 from llm_ladder.measure.telemetry import GIB, MemorySampler, Snapshot
 from llm_ladder.models.store import ModelStore, model_config, provenance, resolve_models
@@ -70,14 +70,6 @@ def _not_measured(engine: Engine, plan: Plan) -> dict[str, str]:
     if not caps.startup_stages:
         missing["startup stages"] = f"{engine.name} logs no startup stages; total is measured"
     return missing
-
-
-def _sizes_kv(config: dict) -> bool:
-    try:
-        kv_bytes_per_token(config)
-    except (KeyError, TypeError, ZeroDivisionError):
-        return False
-    return True
 
 
 def _spec_checks(rung: Rung, measured: dict[str, WorkloadResult]) -> tuple[dict[str, SpecSummary], list[str]]:
@@ -360,7 +352,7 @@ class Climber:
             (f"no config.json for {source} on this host (not a local directory, not in the Hugging Face cache)",
              config is None),
             ("config.json is not a decoder config this tool can size the KV cache of",
-             config is not None and not _sizes_kv(config)),
+             config is not None and not sizes_kv(config)),
             ("the weights' size in memory is not known (quantized at load)", result.weights_gib is None),
             ("the engine does not say its KV-cache type", kv_bytes is None),
             (bandwidth if isinstance(bandwidth, str) else "", isinstance(bandwidth, str))] if gap]  # fmt: skip

@@ -178,6 +178,15 @@ def _measure_gpu_apart(gpu: str) -> Bandwidth | str:
         return f"{why}: set `memory_bandwidth_gbs` in the plan"
 
 
+def sizes_kv(config: dict[str, Any]) -> bool:
+    """Whether `kv_bytes_per_token` can size this config's KV cache (a decoder config it knows)."""
+    try:
+        kv_bytes_per_token(config)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return False
+    return True
+
+
 def kv_bytes_per_token(config: dict[str, Any], kv_dtype_bytes: int = 2) -> int:
     """Bytes of K and V one token of context adds (and a decode step reads back), from a HF config.json."""
     config = config.get("text_config", config)
@@ -223,12 +232,9 @@ def workload_rooflines(
 ) -> list[Roofline]:
     """A roofline per workload with a decode speed; none without the weights' size or the model's config (the
     context the KV cache holds is the prompt plus half the answer, its mean over the decode)."""
-    if weight_gib is None or config is None:
+    if weight_gib is None or config is None or not sizes_kv(config):  # not a decoder config: no guess
         return []
-    try:
-        kv = kv_bytes_per_token(config, kv_dtype_bytes)
-    except (KeyError, TypeError, ZeroDivisionError):  # not a decoder config this knows: no roofline, no guess
-        return []
+    kv = kv_bytes_per_token(config, kv_dtype_bytes)
     out = []
     for name, stats in workloads.items():
         if not stats.decode_tps or stats.prompt_tokens is None or not stats.completion_tokens:
