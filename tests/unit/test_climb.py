@@ -67,7 +67,8 @@ def test_climb_writes_results_summary_and_logs(tmp_path, model_dir):
     assert base["weights_gib"] == pytest.approx(0.13)
     assert base["roofline"] == [] and "not a decoder config" in base["not_measured"]["roofline"]  # config.json: {}
     phases = base["phases"]
-    assert list(phases)[:3] == ["startup", "warmup", "workload short"] and {"workload long", "stop"} <= set(phases)
+    assert list(phases)[:4] == ["startup", "warmup", "agreement", "workload short"]
+    assert {"workload long", "answer scoring", "suites", "stop"} <= set(phases)
     assert phases["startup"] >= base["startup"]["total_s"] - 0.05 and phases["workload long"] > 0
     assert {"prepare", "baseline pass"} <= set(summary["phases"])
     assert "## Where the time went" in (out / "summary.md").read_text()
@@ -321,6 +322,29 @@ def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
     assert not drift_verdict["accepted"] and "perplexity ratio" in drift_verdict["reasons"][0]
     assert any("`long` answers' perplexity 7.4× the baseline's" in r for r in drift_verdict["reasons"])
     assert "## Recommendation" in md and "**drift** rejected" in md
+
+
+def test_quick_measures_the_objective_only_and_skips_quality_work_where_agreement_already_fails(tmp_path, model_dir):
+    rungs = [
+        {"name": "base", "model": str(model_dir)},
+        {"name": "same", "model": str(model_dir)},
+        {"name": "drift", "model": str(model_dir), "extra_args": ["--logprob-shift", "2"]},
+    ]
+    out = tmp_path / "run"
+    plan = _plan(tmp_path, model_dir, rungs, trials=1, suites={"limit": 2})
+    assert _climb(plan, "--out", out, "--quick").exit_code == 0
+    summary = json.loads((out / "results.json").read_text())
+    base, same, drift = summary["rungs"]
+    assert all(set(r["workloads"]) == {"long"} for r in (base, same, drift))  # the objective's workload only
+    assert same["suites"]["exact"]["n"] == 2 and same["skipped"] == {} and "answer scoring" in same["phases"]
+    assert drift["suites"] == {} and set(drift["skipped"]) == {"answers' perplexity", "task suites"}
+    assert drift["skipped"]["task suites"].startswith("skipped (--quick): perplexity ratio")
+    assert "suites" not in drift["phases"] and "answer scoring" not in drift["phases"]
+    assert not (out / "suites" / "drift.jsonl").exists()
+    assert summary["recommendation"]["rung"] in ("base", "same")
+    assert "workloads short not measured" in summary["quick"][0]
+    md = (out / "summary.md").read_text()
+    assert "## Skipped by --quick" in md and "| drift | answers' perplexity, task suites |" in md
 
 
 def test_the_plans_load_sweep_runs_on_every_rung(tmp_path, model_dir):

@@ -106,3 +106,27 @@ def test_api_key_is_sent_and_never_written(tmp_path):
     assert result.exit_code == 0 and "sk-s3cret" not in result.output
     items = (tmp_path / "ev" / "items.jsonl").read_text()
     assert '"passed":true' in items and "sk-s3cret" not in items
+
+
+def test_every_suite_shares_one_pool_of_requests_in_flight_and_keeps_its_own_order():
+    import asyncio
+
+    import httpx
+
+    from llm_ladder.plan.schema import SuitesSpec
+    from llm_ladder.quality.evaluation import load_suites, run_suites
+
+    spec = SuitesSpec(limit=3, concurrency=6)  # 3 items per suite: one pool holds all 6 at once
+    suites = load_suites(spec)
+
+    async def go(url):
+        async with httpx.AsyncClient() as http:
+            return await run_suites(http, url, "mock", suites, spec, lambda item: None)
+
+    with MockServer(Script(ttft_ms=300)) as server:
+        found = asyncio.run(go(server.url))
+        peak = server.state.peak_in_flight
+    assert {name: [i.id for i in items] for name, items in found.items()} == {
+        s.name: [i.id for i in s.items] for s in suites
+    }
+    assert peak == 6  # suite after suite, 3 would be the most

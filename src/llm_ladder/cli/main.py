@@ -47,6 +47,14 @@ def climb(
         list[str] | None, typer.Option(help="Only these rungs (repeatable); the first is the baseline.")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Serve every rung on this port (default: a free one).")] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Decide sooner: only the objective's workload, and a rung whose agreement already fails the "
+            "quality budget skips its answer scoring and task suites (the summary lists what was skipped).",
+        ),
+    ] = False,
     models_dir: ModelsDir = None,
 ) -> None:
     """Serve each rung of a plan on a real engine, measure it, stop it, and write the results."""
@@ -64,19 +72,22 @@ def climb(
         for name in {the_plan.engine_of(r) for r in the_plan.rungs}:
             engines.get(name)  # preflight every engine the plan uses before anything starts
         run_path = resume or out or default_run_dir(the_plan.name)
-        climber = Climber(the_plan, RunDir(run_path), engines, ModelStore(models_dir), notify=console.print)
+        store = ModelStore(models_dir)
+        climber = Climber(the_plan, RunDir(run_path), engines, store, notify=console.print, quick=quick)
         climber.prepare()  # every model exists (or is made) and every suite loads before any server starts
     except (PlanError, ModelError, EngineError, SuiteError, CorruptLog) as err:
         fail(str(err))
     interrupt_on_sigterm()
     console.print(f"climbing [bold]{the_plan.name}[/bold] ({len(the_plan.rungs)} rungs) → {run_path}")
-    per_rung = len(the_plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
+    per_rung = len(climber.plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
     if climber.load is not None:
         per_rung += len(climber.load[0].shapes) * climber.load[0].max_requests
-    with ClimbProgress(console, len(the_plan.rungs) * per_rung) as progress:
+    to_climb = len(the_plan.rungs) - (len(RunDir(resume).completed_rungs()) if resume else 0)
+    with ClimbProgress(console, to_climb * per_rung, to_climb) as progress:
         climber.notify = progress.notify
         try:
-            sinks = Sinks(progress.advance, progress.advance_item, progress.advance_quietly)
+            sinks = Sinks(progress.advance, progress.advance_item, progress.advance_quietly,
+                          on_phase=progress.phase, on_rung=progress.rung_done)  # fmt: skip
             summary = climber.run(resume=resume is not None, sinks=sinks)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
@@ -199,7 +210,7 @@ def eval_(
         list[str] | None, typer.Option(help="Suite name or YAML file (repeatable; default: instructions, exact).")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of each suite.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Items in flight at once.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Items in flight at once.")] = 32,
     out: Annotated[Path | None, typer.Option(help="Directory for items.jsonl (default runs/<timestamp>-eval).")] = None,
     api_key: ApiKey = None,
 ) -> None:

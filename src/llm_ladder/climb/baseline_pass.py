@@ -28,7 +28,7 @@ from llm_ladder.engines.base import Engine, EngineError, EngineSet, Server
 from llm_ladder.measure.client import RequestRecord
 from llm_ladder.measure.metrics import Spread
 from llm_ladder.measure.request import REQUEST_TIMEOUT
-from llm_ladder.measure.server import prompt_logprobs
+from llm_ladder.measure.server import prompt_logprobs_each
 from llm_ladder.outputs.results import RunDir, RungResult, RunSummary
 from llm_ladder.plan.schema import Plan, Rung
 from llm_ladder.quality.agreement import Agreement, ReferenceLogits, agreement, perplexity
@@ -85,12 +85,8 @@ def answer_records(run_dir: RunDir, rung: str) -> dict[str, list[RequestRecord]]
 
 
 async def _perplexities(http: httpx.AsyncClient, server: Server, texts: list[str]) -> list[float]:
-    scored = []
-    for text in texts:
-        positions = await prompt_logprobs(http, server.base_url, server.model_name, [text], k=1)
-        if positions:
-            scored.append(perplexity(positions))
-    return scored
+    scored = await prompt_logprobs_each(http, server.base_url, server.model_name, texts, k=1)
+    return [perplexity(positions) for positions in scored if positions]
 
 
 async def _score(todo: Pass, server: Server, run_dir: RunDir, baseline: str, top_k: int) -> dict[str, Agreement]:
@@ -104,9 +100,7 @@ async def _score(todo: Pass, server: Server, run_dir: RunDir, baseline: str, top
             result.answers_scored_by = baseline
         found = {}
         for ref in todo.references:
-            per_chunk = [
-                await prompt_logprobs(http, server.base_url, server.model_name, [c], top_k) for c in ref.chunks
-            ]
+            per_chunk = await prompt_logprobs_each(http, server.base_url, server.model_name, ref.chunks, top_k)
             found[ref.label] = agreement(ref.scored(per_chunk), ref.positions).model_copy(
                 update={"reference": f"{baseline}'s prompt logprobs over the same {len(ref.chunks)} token contexts"}
             )

@@ -19,7 +19,7 @@ from llm_ladder.load.sweep import SweepOptions, options_from, requests_from, run
 from llm_ladder.measure.client import RequestRecord
 from llm_ladder.measure.phases import Phases
 from llm_ladder.measure.roofline import Bandwidth, Roofline, host_bandwidth, sizes_kv, workload_rooflines
-from llm_ladder.measure.server import Sinks, Target, WorkloadResult, measure_server
+from llm_ladder.measure.server import Gate, Sinks, Target, WorkloadResult, measure_server
 from llm_ladder.measure.telemetry import GIB, MemorySampler, Snapshot
 from llm_ladder.models.store import ModelStore, model_config, provenance, resolve_models
 from llm_ladder.outputs.results import RunDir, RungResult, RunSummary, SpecSummary, public_config
@@ -27,9 +27,9 @@ from llm_ladder.outputs.summary import to_markdown
 from llm_ladder.plan.hardware import detect, package_versions
 from llm_ladder.plan.loading import describe_error
 from llm_ladder.plan.schema import Plan, PlanError, Rung
-from llm_ladder.quality.agreement import agreement, eval_chunks, load_positions, save_positions
+from llm_ladder.quality.agreement import Position, agreement, eval_chunks, load_positions, save_positions
 from llm_ladder.quality.evaluation import load_suites, scores
-from llm_ladder.quality.recommend import recommend
+from llm_ladder.quality.recommend import agreement_checks, recommend
 from llm_ladder.quality.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
 
 RELEASE_TOLERANCE_GIB = 0.5
@@ -85,9 +85,24 @@ class Climber:
     """Runs a plan rung by rung into a run directory; one rung's failure does not stop the others."""
 
     def __init__(
-        self, plan: Plan, run_dir: RunDir, engines: Engine | EngineSet, store: ModelStore, notify: Notify
+        self,
+        plan: Plan,
+        run_dir: RunDir,
+        engines: Engine | EngineSet,
+        store: ModelStore,
+        notify: Notify,
+        quick: bool = False,
     ) -> None:
-        self.plan, self.run_dir, self.store, self.notify = plan, run_dir, store, notify
+        self.run_dir, self.store, self.notify, self.quick = run_dir, store, notify, quick
+        self.quick_notes: list[str] | None = None
+        """`--quick`: only the objective's workload, and quality work skipped where agreement already failed."""
+        if quick:
+            plan, dropped = plan.objective_only()
+            self.quick_notes = [f"workloads {', '.join(dropped)} not measured: the objective {plan.objective} is "
+                                f"measured on {plan.workloads[0].name}"] if dropped else []  # fmt: skip
+            self.quick_notes.append("a rung whose agreement with the baseline is outside the quality budget skips "
+                                    "its answer scoring and task suites")  # fmt: skip
+        self.plan = plan
         self.engines = engines if isinstance(engines, EngineSet) else EngineSet(engines)
         self.summary: RunSummary | None = None
         """The summary so far: complete after `run`, partial if it was interrupted."""
@@ -148,6 +163,7 @@ class Climber:
             selection=self.plan.selection.model_dump() if self.plan.selection else None,
             quality_budget=self.plan.quality_budget.model_dump(),
             baseline_note=provenance(self.plan.baseline.model),
+            quick=self.quick_notes,
         )
         for original in self.plan.rungs:
             if original.name in done and done[original.name].config == public_config(original):
@@ -175,7 +191,8 @@ class Climber:
             config=public_config(original),
         )
         self.notify(f"[bold]{rung.name}[/bold]: starting {original.model}")
-        before, phases = Snapshot(), Phases()
+        sinks = sinks or Sinks()
+        before, phases = Snapshot(), Phases(on_start=lambda phase: sinks.on_phase(rung.name, phase))
         try:
             engine = self.engines.get(self.plan.engine_of(rung))
             result.engine = engine.name
@@ -184,6 +201,7 @@ class Climber:
         except EngineError as err:
             result.error, result.log_tail, result.phases = str(err), err.log_tail, phases.rounded()
             self.notify(f"[red]{rung.name}: {err}[/red]")
+            sinks.on_rung(rung.name, sum(result.phases.values()))
             return self._record(result)
         except KeyboardInterrupt:  # the engine stopped its half-started server
             result.error, result.phases = "interrupted during startup", phases.rounded()
@@ -191,7 +209,7 @@ class Climber:
             raise
         result.command, result.startup, result.log_path = server.command, server.startup, str(server.log_path)
         sampler = MemorySampler(server.pids).start()
-        sinks = replace(sinks or Sinks(), phases=phases)
+        sinks = replace(sinks, phases=phases)
         try:
             self._measure(engine, rung, server, result, sinks)
         except KeyboardInterrupt:
@@ -212,6 +230,7 @@ class Climber:
             finally:
                 result.phases = phases.rounded()
                 self._record(result)
+                sinks.on_rung(rung.name, sum(result.phases.values()))
         self._report(result)
         return result
 
@@ -315,7 +334,9 @@ class Climber:
             sinks.on_item(i)
 
         target = Target(server.base_url, server.model_name, engine)
-        measured = measure_server(target, self.plan, self.suites, Sinks(record, item, phases=sinks.phases))
+        gate = self._quick_gate() if self.quick else None
+        measured = measure_server(target, self.plan, self.suites, replace(sinks, on_record=record, on_item=item), gate)
+        result.skipped = measured.skipped
         workloads = measured.workloads
         result.workloads = {name: r.stats for name, r in workloads.items()}
         result.sample_outputs = {name: next((x.text for x in r.records if x.ok), "") for name, r in workloads.items()}
@@ -342,6 +363,22 @@ class Climber:
             result.error = "; ".join(failed_checks + ([f"{errors} request(s) failed"] if errors else []))
         else:
             result.status = "ok"
+
+    def _quick_gate(self) -> Gate:
+        """Why a rung's remaining quality work can be skipped: its agreement is outside the budget already."""
+        base_path, budget = self.logprobs_path(self.plan.baseline.name), self.plan.quality_budget
+
+        def gate(positions: list[Position]) -> str | None:
+            if not base_path.exists():  # the baseline itself, or a baseline that measured none
+                return None
+            try:
+                checks = agreement_checks(agreement(load_positions(base_path), positions), budget)
+            except ValueError:  # not comparable: left to the full judgement after the climb
+                return None
+            failed = [f"{what} is outside the budget ({op} {limit})" for ok, what, op, limit in checks if not ok]
+            return f"skipped (--quick): {'; '.join(failed)}" if failed else None
+
+        return gate
 
     def _rooflines(self, rung: Rung, result: RungResult, kv_bytes: float | None) -> list[Roofline]:
         """Decode against the memory's limit, or `not_measured["roofline"]` saying what is missing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
@@ -29,6 +30,30 @@ class Spread(BaseModel):
         if not vals:
             return None
         return cls(median=statistics.median(vals), min=min(vals), max=max(vals), n=len(vals))
+
+
+SETTLED_RUN = 3
+SETTLED_SPREAD = 0.03
+
+
+@dataclass(frozen=True)
+class Trials:
+    """How many trials a workload gets: `most`, or fewer once the median is settled, never fewer than `least`.
+
+    The rule: after at least `least` trials (and at least SETTLED_RUN), stop when the last SETTLED_RUN decode
+    rates all lie within ±SETTLED_SPREAD of their median. `least` None means no early stop (every trial runs)."""
+
+    most: int
+    least: int | None = None
+
+    def settled(self, rates: Sequence[float | None]) -> bool:
+        if self.least is None or len(rates) < max(self.least, SETTLED_RUN) or len(rates) >= self.most:
+            return False
+        last = rates[-SETTLED_RUN:]
+        if any(r is None or r <= 0 for r in last):
+            return False
+        mid = statistics.median(last)  # type: ignore[type-var]
+        return all(abs(r - mid) <= SETTLED_SPREAD * mid for r in last)  # type: ignore[operator]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -4,18 +4,21 @@ answer scoring, agreement, task suites, load, stop, offline agreement), recorded
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 class Phases:
     """`with phases("suites"): ...` adds the block's wall-clock seconds to that phase; phases keep their order."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.on_start = on_start
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        if self.on_start:
+            self.on_start(name)
         start = time.perf_counter()
         try:
             yield

@@ -17,7 +17,7 @@ Endpoint = Literal["chat", "completions"]
 
 def request_body(
     model: str,
-    prompt: str | list[int],
+    prompt: str | list[int] | list[str] | list[list[int]],
     max_tokens: int,
     *,
     endpoint: Endpoint = "chat",

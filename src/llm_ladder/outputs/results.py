@@ -59,6 +59,8 @@ class RungResult(BaseModel):
     """What the weights really are where the label does not say it all (a GGUF's tensor types)."""
     not_measured: dict[str, str] = {}
     """Measurements this rung's engine cannot give, each with the reason (shown as `n/a (reason)`)."""
+    skipped: dict[str, str] = {}
+    """Quality work `--quick` left out because the agreement already failed the budget, each with why."""
     spec: dict[str, SpecSummary] = {}
     """Spec-decode counters per workload (absent for rungs without speculation)."""
     verification: list[str] = []
@@ -130,6 +132,8 @@ class RunSummary(BaseModel):
     cross_engine_error: str | None = None
     phases: dict[str, float] = {}
     """The climb's own phases (prepare: models made, suites loaded; baseline pass), seconds."""
+    quick: list[str] | None = None
+    """A `--quick` climb: what it left out of every rung, and why (None: the full climb)."""
     selection: dict[str, Any] | None = None
     """How `ladder plan auto` chose the rungs for this machine (hardware, and each rung in or out with why)."""
 

@@ -282,6 +282,15 @@ def _time_lines(summary: RunSummary) -> list[str]:
             *md_table(("rung", *PHASE_COLUMNS, "total"), body)]  # fmt: skip
 
 
+def _quick_lines(summary: RunSummary) -> list[str]:
+    """What a `--quick` climb left out, climb-wide and per rung, with why."""
+    if summary.quick is None:
+        return []
+    body = [[r.name, ", ".join(r.skipped), next(iter(r.skipped.values()))] for r in summary.rungs if r.skipped]
+    return ["", "## Skipped by --quick", "", *(f"- {note}" for note in summary.quick),
+            *(["", *md_table(("rung", "skipped", "why"), body)] if body else [])]  # fmt: skip
+
+
 def to_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Climb: {summary.plan}",
@@ -315,7 +324,7 @@ def to_markdown(summary: RunSummary) -> str:
             *md_table(AGREEMENT_COLUMNS, agreement),
             *cross_engine_lines(summary),
         ]
-    lines += _time_lines(summary)
+    lines += _time_lines(summary) + _quick_lines(summary)
     lines += _roofline_lines(summary)
     lines += suite_lines(summary)
     lines += _load_lines(summary)

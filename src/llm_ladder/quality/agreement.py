@@ -41,7 +41,9 @@ class Position:
 
     @property
     def argmax(self) -> int:
-        return max(self.top, key=self.top.__getitem__)
+        """The top token; among tied logprobs (frequent in bf16) the smallest id, so positions compare the same
+        fresh from the server (its rank order) and read back from disk (id order)."""
+        return min(self.top, key=lambda t: (-self.top[t], t))
 
 
 def parse_prompt_logprobs(entries: Sequence[dict[str, Any] | None], token_ids: Sequence[int], k: int) -> list[Position]:

@@ -56,25 +56,22 @@ async def answer_item(
     return result
 
 
-async def run_suite(
-    http: httpx.AsyncClient, base_url: str, model: str, suite: Suite, spec: SuitesSpec, on_item: OnItem
-) -> list[ItemResult]:
-    """All items of a suite with at most `spec.concurrency` in flight; results in the suite's order."""
+async def run_suites(
+    http: httpx.AsyncClient, base_url: str, model: str, suites: list[Suite], spec: SuitesSpec, on_item: OnItem
+) -> dict[str, list[ItemResult]]:
+    """Every item of every suite from one pool of at most `spec.concurrency` in flight, so one suite's tail does
+    not leave the batch half empty; results per suite, in each suite's order."""
     gate = asyncio.Semaphore(spec.concurrency)
 
-    async def one(item: SuiteItem) -> ItemResult:
+    async def one(suite: Suite, item: SuiteItem) -> ItemResult:
         async with gate:
             result = await answer_item(http, base_url, model, suite, item, spec.seed)
         on_item(result)
         return result
 
-    return list(await asyncio.gather(*(one(item) for item in suite.items)))
-
-
-async def run_suites(
-    http: httpx.AsyncClient, base_url: str, model: str, suites: list[Suite], spec: SuitesSpec, on_item: OnItem
-) -> dict[str, list[ItemResult]]:
-    return {s.name: await run_suite(http, base_url, model, s, spec, on_item) for s in suites}
+    answers = await asyncio.gather(*(one(s, item) for s in suites for item in s.items))
+    it = iter(answers)
+    return {s.name: [next(it) for _ in s.items] for s in suites}
 
 
 def scores(items: dict[str, list[ItemResult]]) -> dict[str, SuiteScore]:

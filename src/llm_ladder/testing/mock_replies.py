@@ -14,11 +14,18 @@ VOCAB = 5000
 
 
 def completion_with_logprobs(body: dict, script: Script) -> dict:
-    """Prompt logprobs in vLLM's shape over a toy tokenizer (one token per word)."""
-    ids = (
-        body["prompt"] if isinstance(body["prompt"], list) else toy_ids(str(body["prompt"]))
-    )  # token ids as vLLM takes them
+    """Prompt logprobs in vLLM's shape over a toy tokenizer (one token per word); a list of strings is a batch of
+    prompts, one choice each, and so is a list of token-id lists (a list of ints is one prompt of token ids, as
+    vLLM takes them)."""
+    prompt = body["prompt"]
+    batch = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list) else [prompt]
     k = int(body["prompt_logprobs"])
+    choices = [_prompt_choice(i, p if isinstance(p, list) else toy_ids(str(p)), k, script) for i, p in enumerate(batch)]
+    return {"id": "mock", "object": "text_completion", "model": body.get("model"), "choices": choices[::-1]}
+
+
+def _prompt_choice(index: int, ids: list[int], k: int, script: Script) -> dict:
+    """One prompt's choice (the batch is answered in reverse: callers must order choices by `index`)."""
     entries: list[dict | None] = [None]
     for tok in ids[1:]:
         cands = {tok: -0.3 - script.logprob_shift}
@@ -28,8 +35,7 @@ def completion_with_logprobs(body: dict, script: Script) -> dict:
         entries.append(
             {str(t): {"logprob": lp, "rank": r + 1, "decoded_token": "w"} for r, (t, lp) in enumerate(ranked)}
         )
-    choice = {"index": 0, "text": "w", "prompt_logprobs": entries, "prompt_token_ids": ids, "finish_reason": "length"}
-    return {"id": "mock", "object": "text_completion", "model": body.get("model"), "choices": [choice]}
+    return {"index": index, "text": "w", "prompt_logprobs": entries, "prompt_token_ids": ids, "finish_reason": "length"}
 
 
 def toy_ids(text: str) -> list[int]:

@@ -64,6 +64,8 @@ class _State:
         self.script, self.lock = script, threading.Lock()
         self.drafts = self.draft_tokens = self.accepted = 0
         self.requests: list[dict] = []
+        self.in_flight = self.peak_in_flight = 0
+        """Non-streaming requests being answered now, and the most at once (batching checks)."""
         self.rng = random.Random(script.seed)
         self.timelines: list[list[float]] = []
         """Per streamed request: perf_counter() when it arrived, then when each content chunk was written — the
@@ -151,13 +153,23 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             if fault == "error":
                 self._send(500, json.dumps({"error": {"message": "scripted server error"}}).encode())
             elif not body.get("stream"):
-                reply = replies.text_reply if self.path == "/v1/completions" else replies.chat_reply
-                self._send(200, json.dumps(reply(body, script, n)).encode())
+                self._reply(body, script, n)
             else:
                 self._stream(n, body, received, fault)
             if script.die_after is not None and len(state.requests) >= script.die_after:
                 print("ERROR scripted crash", flush=True)
                 os._exit(9)
+
+        def _reply(self, body: dict, script: Script, n: int) -> None:
+            """A whole answer after the first-token delay (requests in flight counted)."""
+            with state.lock:
+                state.in_flight += 1
+                state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+            time.sleep(script.ttft_ms / 1000)
+            with state.lock:
+                state.in_flight -= 1
+            reply = replies.text_reply if self.path == "/v1/completions" else replies.chat_reply
+            self._send(200, json.dumps(reply(body, script, n)).encode())
 
         def _stream(self, n: int, body: dict, received: float, fault: str | None) -> None:
             self.send_response(200)
