@@ -17,12 +17,14 @@ def test_rung_args_map_to_vllm_flags():
         model="m",
         dtype="bfloat16",
         max_model_len=2048,
+        max_num_batched_tokens=4096,
         enforce_eager=True,
         speculative={"method": "ngram", "num_speculative_tokens": 4},
         extra_args=["--seed", "1"],
     )
     args = rung_args(rung, "/models/m")
     assert args[:4] == ["--model", "/models/m", "--served-model-name", "m"]
+    assert args[args.index("--max-num-batched-tokens") + 1] == "4096"
     assert args[args.index("--dtype") + 1] == "bfloat16" and "--enforce-eager" in args
     assert args[args.index("--speculative-config") + 1] == '{"method": "ngram", "num_speculative_tokens": 4}'
     assert args[-2:] == ["--seed", "1"]

@@ -33,6 +33,9 @@ class VllmArgs(EngineArgs):
     kv_cache_dtype: str | None = None
     max_model_len: int | None = Field(default=None, gt=0)
     max_num_seqs: int | None = Field(default=None, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    """The scheduler's token budget per step (prefill chunks and decodes together); on vLLM CPU 0.32 it is part
+    of the compile cache's key, like max_num_seqs, so a new value compiles cold."""
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     tensor_parallel_size: int | None = Field(default=None, ge=1)
     pipeline_parallel_size: int | None = Field(default=None, ge=1)
@@ -44,8 +47,9 @@ class VllmArgs(EngineArgs):
     """Passed as --hf-overrides; e.g. a torchao config for online quantization (quantization: torchao)."""
 
 
-FLAGS = ("dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "gpu_memory_utilization",
-         "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend")  # fmt: skip
+FLAGS = ("dtype", "quantization", "kv_cache_dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+         "gpu_memory_utilization", "tensor_parallel_size", "pipeline_parallel_size",
+         "distributed_executor_backend")  # fmt: skip
 
 
 def rung_args(rung: Rung, model_path: str) -> list[str]:
