@@ -24,7 +24,7 @@ from llm_ladder.climb.climber import Climber
 from llm_ladder.engines.base import get_engine
 from llm_ladder.models.store import ModelStore
 from llm_ladder.outputs.results import RunDir, RunSummary
-from llm_ladder.outputs.summary import PHASE_COLUMNS, phase_cells, to_markdown
+from llm_ladder.outputs.summary import PHASE_COLUMNS, climb_seconds, phase_cells, to_markdown
 from llm_ladder.plan.auto import auto_plan
 from llm_ladder.plan.hardware import detect
 
@@ -54,7 +54,7 @@ def speed_table(cold: RunSummary, warm: RunSummary, trials: int) -> Table:
 
 
 def minutes(summary: RunSummary) -> float:
-    return (sum(phase_cells(r)[-1] for r in summary.rungs) + sum(summary.phases.values())) / 60
+    return climb_seconds(summary) / 60
 
 
 def targets(cold: RunSummary, warm: RunSummary, quick: RunSummary) -> str:
@@ -74,9 +74,7 @@ def phase_table(summary: RunSummary, title: str) -> Table:
         table.add_column(col)
     for r in summary.rungs:
         table.add_row(r.name, *(f"{x:.0f}" for x in phase_cells(r)))
-    climb_s = sum(summary.phases.values())
-    total = sum(phase_cells(r)[-1] for r in summary.rungs) + climb_s
-    table.caption = f"climb phases: {summary.phases}; {total:.0f} s in all"
+    table.caption = f"climb phases: {summary.phases}; {climb_seconds(summary):.0f} s in all"
     return table
 
 

@@ -297,12 +297,17 @@ def test_resume_needs_an_earlier_run(tmp_path, model_dir):
     assert result.exit_code == 2 and "results.jsonl: line 2 is not JSON" in " ".join(result.output.split())
 
 
-def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
-    rungs = [
+def _drift_rungs(model_dir):
+    """A baseline, a rung identical to it, and one whose prompt logprobs drift far from it."""
+    return [
         {"name": "base", "model": str(model_dir)},
         {"name": "same", "model": str(model_dir)},
         {"name": "drift", "model": str(model_dir), "extra_args": ["--logprob-shift", "2"]},
     ]
+
+
+def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
+    rungs = _drift_rungs(model_dir)
     out = tmp_path / "run"
     assert _climb(_plan(tmp_path, model_dir, rungs, trials=1), "--out", out).exit_code == 0
     by_name = {r["name"]: r["agreement"] for r in json.loads((out / "results.json").read_text())["rungs"]}
@@ -325,11 +330,7 @@ def test_agreement_with_the_baseline_from_prompt_logprobs(tmp_path, model_dir):
 
 
 def test_quick_measures_the_objective_only_and_skips_quality_work_where_agreement_already_fails(tmp_path, model_dir):
-    rungs = [
-        {"name": "base", "model": str(model_dir)},
-        {"name": "same", "model": str(model_dir)},
-        {"name": "drift", "model": str(model_dir), "extra_args": ["--logprob-shift", "2"]},
-    ]
+    rungs = _drift_rungs(model_dir)
     out = tmp_path / "run"
     plan = _plan(tmp_path, model_dir, rungs, trials=1, suites={"limit": 2})
     assert _climb(plan, "--out", out, "--quick").exit_code == 0

@@ -66,8 +66,7 @@ def climb(
         the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(rung, trials)
         if resume and not RunDir.exists(resume):
             raise PlanError(f"--resume {resume}: no results.jsonl there to resume from")
-        if resume:
-            RunDir(resume).completed_rungs()  # a damaged log is named now, not mid-climb
+        done = RunDir(resume).completed_rungs() if resume else {}  # a damaged log is named now, not mid-climb
         engines = EngineSet(the_plan.engine, **({"port": port} if port else {}))
         for name in {the_plan.engine_of(r) for r in the_plan.rungs}:
             engines.get(name)  # preflight every engine the plan uses before anything starts
@@ -82,7 +81,7 @@ def climb(
     per_rung = len(climber.plan.workloads) * the_plan.trials + sum(len(s.items) for s in climber.suites)
     if climber.load is not None:
         per_rung += len(climber.load[0].shapes) * climber.load[0].max_requests
-    to_climb = len(the_plan.rungs) - (len(RunDir(resume).completed_rungs()) if resume else 0)
+    to_climb = len(the_plan.rungs) - len(done)
     with ClimbProgress(console, to_climb * per_rung, to_climb) as progress:
         climber.notify = progress.notify
         try:

@@ -174,11 +174,15 @@ async def _warmup(streamer: Streamer, target: Target, plan: Plan) -> None:
             raise RuntimeError(f"warmup request failed: {record.error}")
 
 
+def _scores_answers(target: Target, plan: Plan) -> bool:
+    return plan.agreement.enabled and plan.agreement.score_outputs and target.caps.prompt_logprobs
+
+
 async def _quality_after(
     http: httpx.AsyncClient, target: Target, plan: Plan, suites: list[Suite], sinks: Sinks, measured: Measured
 ) -> None:
     """Answer scoring (after every workload's counters: scoring drafts nothing) and the task suites."""
-    if plan.agreement.enabled and plan.agreement.score_outputs and target.caps.prompt_logprobs:
+    if _scores_answers(target, plan):
         workloads = measured.workloads.values()
         with sinks.phases("answer scoring"):
             await score_answers(http, target, [r for w in workloads for r in w.records])
@@ -191,8 +195,8 @@ async def _quality_after(
 
 
 def _skipped(target: Target, plan: Plan, suites: list[Suite], why: str) -> dict[str, str]:
-    scoring = plan.agreement.enabled and plan.agreement.score_outputs and target.caps.prompt_logprobs
-    return {what: why for what, runs in zip(QUICK_SKIPS, (scoring, bool(suites)), strict=True) if runs}
+    runs = (_scores_answers(target, plan), bool(suites))
+    return {what: why for what, ran in zip(QUICK_SKIPS, runs, strict=True) if ran}
 
 
 async def _measure(

@@ -270,13 +270,18 @@ def phase_cells(result: RungResult) -> list[float]:
     return [*cells, sum(phases.values())]
 
 
+def climb_seconds(summary: RunSummary) -> float:
+    """The whole climb's wall-clock seconds: every rung's phases and the climb's own."""
+    return sum(sum(r.phases.values()) for r in summary.rungs) + sum(summary.phases.values())
+
+
 def _time_lines(summary: RunSummary) -> list[str]:
     timed = [r for r in summary.rungs if r.phases]
     if not timed:
         return []
     body = [[r.name, *(f"{x:.0f}" for x in phase_cells(r))] for r in timed]
     climb = " ".join(f"{name} {s:.0f} s," for name, s in summary.phases.items())
-    total = sum(phase_cells(r)[-1] for r in timed) + sum(summary.phases.values())
+    total = climb_seconds(summary)
     return ["", "## Where the time went", "",
             f"Wall-clock seconds per phase of each rung. The climb itself: {climb} {total:.0f} s in all.", "",
             *md_table(("rung", *PHASE_COLUMNS, "total"), body)]  # fmt: skip
