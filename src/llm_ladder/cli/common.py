@@ -51,3 +51,13 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def report_or_reason(run_path: Path) -> str:
+    """Write report.html; a failure to draw it is reported, and costs no measurement (all are on disk)."""
+    from llm_ladder.outputs.report import write_report
+
+    try:
+        return str(write_report(run_path))
+    except Exception as err:  # the results are written already; the report can be made again with `ladder report`
+        return f"no report.html ({type(err).__name__}: {err})"

@@ -19,6 +19,7 @@ from llm_ladder.cli.common import (
     fail,
     interrupt_on_sigterm,
     models_app,
+    report_or_reason,
 )
 from llm_ladder.cli.plan import machine_plan
 from llm_ladder.climb.progress import ClimbProgress
@@ -90,26 +91,16 @@ def climb(
             summary = climber.run(resume=resume is not None, sinks=sinks)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, results so far in {run_path}[/yellow]")
-            console.print(f"report so far: {_report(run_path)}")
+            console.print(f"report so far: {report_or_reason(run_path)}")
             raise typer.Exit(130) from None
     console.print(to_table(summary))
     if summary.recommendation:
         console.print(f"[bold]recommendation:[/bold] {summary.recommendation.summary}", soft_wrap=True)
         if winners := per_workload_line(summary):
             console.print(winners.replace("**", ""), soft_wrap=True, highlight=False)
-    console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}, {_report(run_path)}")
+    console.print(f"results: {run_path / 'results.json'}, {run_path / 'summary.md'}, {report_or_reason(run_path)}")
     if summary.failed:
         fail(f"{len(summary.failed)} rung(s) failed: {', '.join(summary.failed)}", code=1)
-
-
-def _report(run_path: Path) -> str:
-    """Write report.html; a failure to draw it is reported, and costs no measurement (all are on disk)."""
-    from llm_ladder.outputs.report import write_report
-
-    try:
-        return str(write_report(run_path))
-    except Exception as err:  # the results are written already; the report can be made again with `ladder report`
-        return f"no report.html ({type(err).__name__}: {err})"
 
 
 @app.command()
@@ -347,7 +338,8 @@ def models_quantize(
 
 import llm_ladder.cli.engines  # noqa: E402  (registers `engines list|install`)
 import llm_ladder.cli.plan  # noqa: E402  (registers `plan auto`)
-import llm_ladder.cli.serve  # noqa: E402, F401  (registers serve, smoke, ui, deploy, doctor after these)
+import llm_ladder.cli.serve  # noqa: E402  (registers serve, smoke, ui, deploy, doctor after these)
+import llm_ladder.cli.tune  # noqa: E402, F401  (registers tune)
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from llm_ladder.cli.common import ModelsDir, app, console, fail
+from llm_ladder.plan.loading import plan_yaml
 from llm_ladder.plan.schema import Plan, PlanError
 
 plan_app = typer.Typer(no_args_is_help=True, help="Plans: the ladder chosen for this machine.")
@@ -22,12 +22,6 @@ def machine_plan(model: str | None, models_dir: Path | None) -> Plan:
     from llm_ladder.plan.hardware import detect
 
     return auto_plan(model, detect(), ModelStore(models_dir))
-
-
-def plan_yaml(plan: Plan) -> str:
-    """The plan as YAML a user can edit and climb; the reasons ride along in `selection`."""
-    raw = plan.model_dump(mode="json", exclude_defaults=True)
-    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120)
 
 
 @plan_app.command("auto")

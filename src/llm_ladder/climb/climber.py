@@ -115,6 +115,9 @@ class Climber:
         """The climb's own phases (prepare, baseline pass); each rung keeps its own."""
         self.bandwidth: Bandwidth | str | None = None
         """The memory bandwidth decoding runs against, or why there is no figure (an unknown GPU)."""
+        self.greedy_references: dict[str, str | None] = {}
+        """Speculative rungs not in the plan (`ladder tune`'s trials): the rung whose greedy answers they must
+        give, or None where none was measured."""
 
     def prepare(self) -> None:
         """Resolve (or make) every model and load every task suite before any server starts; raises ModelError or
@@ -281,16 +284,20 @@ class Climber:
             self._identity(result, items)
 
     def _identity(self, result: RungResult, items: list[ItemResult]) -> None:
-        rung = self.plan.rung(result.name)
-        if not rung.speculative:
-            return
-        reference = self.plan.without_speculation(rung)
-        if reference is None:
-            result.greedy_identity_error = "no rung in this plan serves the same model without speculation"
-        elif not self.items_path(reference.name).exists():
-            result.greedy_identity_error = f"{reference.name} has no task-suite answers in this run"
+        if result.name in self.greedy_references:
+            reference = self.greedy_references[result.name]
         else:
-            result.greedy_identity = greedy_identity(reference.name, load_items(self.items_path(reference.name)), items)
+            rung = next((r for r in self.plan.rungs if r.name == result.name), None)
+            if rung is None or not rung.speculative:
+                return
+            found = self.plan.without_speculation(rung)
+            reference = found.name if found else None
+        if reference is None:
+            result.greedy_identity_error = "no rung in this run serves the same model without speculation"
+        elif not self.items_path(reference).exists():
+            result.greedy_identity_error = f"{reference} has no task-suite answers in this run"
+        else:
+            result.greedy_identity = greedy_identity(reference, load_items(self.items_path(reference)), items)
 
     def _agreements(self, summary: RunSummary) -> None:
         """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""

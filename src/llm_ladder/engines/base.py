@@ -100,6 +100,10 @@ class Engine(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     Args: ClassVar[type[EngineArgs]] = EngineArgs
+    speed_knobs: ClassVar[frozenset[str]] = frozenset()
+    """Settings that change only how fast the same output comes (batch shape, threads, memory): `ladder tune`
+    searches them inside one quality measurement. Args by name, environment variables as `env.NAME`; anything
+    not listed is taken to change the output."""
 
     @classmethod
     def validate_args(cls, args: dict[str, Any]) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class LlamaCppEngine(Engine):
 
     name = "llama.cpp"
     Args = LlamaCppArgs
+    speed_knobs = frozenset({"threads", "parallel", "repack"})
     capabilities = Capabilities(spec_metrics="llamacpp:", batch_invariant=False)
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:

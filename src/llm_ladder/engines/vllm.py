@@ -78,6 +78,11 @@ class VllmEngine(Engine):
 
     name = "vllm"
     Args = VllmArgs
+    speed_knobs = frozenset(
+        {"max_num_seqs", "max_num_batched_tokens", "enforce_eager", "gpu_memory_utilization",
+         "env.VLLM_CPU_OMP_THREADS_BIND", "env.VLLM_CPU_NUM_OF_RESERVED_CPU", "env.VLLM_CPU_KVCACHE_SPACE",
+         "env.OMP_NUM_THREADS"}
+    )  # fmt: skip
     capabilities = Capabilities(
         prompt_logprobs=True, min_tokens=True, token_ids=True, spec_metrics="vllm:",
         startup_stages=("weights_s", "compile_s", "graph_capture_s", "engine_init_s"),

@@ -101,8 +101,22 @@ def tables(summary: RunSummary) -> list[tuple[str, tuple[str, ...], list[list[st
     return [t for t in found if t[2]]
 
 
+def tune_section(run_dir: Path, summary: RunSummary) -> tuple[list[tuple[str, Markup]], list]:
+    """A `ladder tune` run: every trial's speed against quality, and the trial table."""
+    from llm_ladder.tune.outputs import TRIAL_COLUMNS, load_result, trial_rows, tune_chart
+
+    result = load_result(run_dir)
+    if result is None:
+        return [], []
+    chart = tune_chart(result, (summary.quality_budget or {}).get("min_same_top", 0.9))
+    return [("Tune: speed vs quality", Markup(chart))] if chart else [], [
+        ("Tune trials", TRIAL_COLUMNS, trial_rows(result))
+    ]
+
+
 def render(run_dir: Path, summary: RunSummary) -> str:
     workload = "short" if any(r.sample_outputs.get("short") for r in summary.rungs) else speed_workload(summary)
+    tune_figures, tune_tables = tune_section(run_dir, summary)
     return (
         environment()
         .get_template("report.html.j2")
@@ -110,8 +124,8 @@ def render(run_dir: Path, summary: RunSummary) -> str:
             summary=summary,
             columns=COLUMNS,
             rows=rows(summary),
-            figures=figures(run_dir, summary),
-            tables=tables(summary),
+            figures=tune_figures + figures(run_dir, summary),
+            tables=tune_tables + tables(summary),
             answer_workload=workload,
             calibration=refinement_facts(summary),
             answers=[(r.name, r.sample_outputs[workload]) for r in summary.rungs if r.sample_outputs.get(workload)],

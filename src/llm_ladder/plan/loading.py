@@ -74,3 +74,9 @@ def read_yaml(path: Path, error: type[ValueError]) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise error(f"{path}:{where} malformed YAML: {getattr(err, 'problem', err)}") from None
+
+
+def plan_yaml(plan: Plan) -> str:
+    """The plan as YAML a user can edit and climb; the reasons ride along in `selection`."""
+    raw = plan.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120)

@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--say", action="append", default=[], help="a line to print at startup (a fake engine's log)")
     p.add_argument("--dtype", default="auto", help="vLLM's flag: echoed in the config line as vLLM does")
     p.add_argument("--kv-cache-dtype", default="auto", help="vLLM's flag: echoed in the config line")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's flag: above 256 startup fails (no room)")
     args, _vllm_flags = p.parse_known_args(argv)
     for line in args.say:
         print(line, flush=True)
@@ -344,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.exit_code is not None:
         print("ERROR scripted startup failure", flush=True)
         sys.exit(args.exit_code)
+    if args.max_num_seqs is not None and args.max_num_seqs > 256:
+        print(f"ValueError: max_num_seqs ({args.max_num_seqs}) needs more KV cache than there is room for", flush=True)
+        sys.exit(1)
     method = json.loads(args.speculative_config).get("method") if args.speculative_config else None
     spec = f"SpeculativeConfig(method='{method}')" if method else "None"
     dtype = {"auto": "bfloat16", "half": "float16", "float": "float32"}.get(args.dtype, args.dtype)
