@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -27,44 +26,52 @@ from llm_ladder.plan.auto import auto_plan
 from llm_ladder.plan.hardware import detect
 from llm_ladder.plan.loading import load_plan
 from llm_ladder.testing.synthetic_tune import SyntheticEvaluator, synthetic_plan, synthetic_space
-from llm_ladder.tune.run import TuneConfig, TuneRun
+from llm_ladder.tune.result import TuneResult, describe, measured_trials, searched
+from llm_ladder.tune.run import TuneRun, new_config
 from llm_ladder.tune.space import load_space
-from llm_ladder.tune.study import TuneResult, describe
 from llm_ladder.tune.trials import TrialRecord
 
 
 def tune(args: argparse.Namespace, console: Console) -> tuple[TuneRun, TuneResult]:
     hardware = detect()
     if args.synthetic:
-        plan, space, source = synthetic_plan(), synthetic_space(), "synthetic"
+        plan, space = synthetic_plan(), (synthetic_space(), "synthetic")
     else:
         plan = auto_plan(None, hardware, ModelStore())
-        space, source = load_space(args.space, plan.engine, hardware.gpu is not None)
-    config = TuneConfig(plan=plan, space=space, space_source=source, objective="decode_tps_long", slo={},
-                        budget=args.budget, started_at=datetime.now(UTC).isoformat())  # fmt: skip
+        space = load_space(args.space, plan.engine, hardware.gpu is not None)
+    config = new_config(plan, space, "decode_tps_long", None, args.budget)
     run = TuneRun(config, args.out, EngineSet(plan.engine), ModelStore(), console.print)
     run.prepare(evaluator=SyntheticEvaluator() if args.synthetic else None)
 
     def show(record: TrialRecord, used: int, best: TrialRecord | None) -> None:
         console.print(f"trial {record.number}: {describe(record.params)} → {record.score} feasible={record.feasible}")
 
-    return run, run.run(show)  # fmt: skip
+    return run, run.run(show)
 
 
 def table(result: TuneResult, isa: str, cores: int) -> Table:
-    by = {t.number: t for t in result.trials}
-    measured = [t for t in result.trials if t.measured and t.kind != "confirm" and t.same_as is None]
-    out = Table(title=f"ladder tune, default model ({isa}, {cores} cores): decode tok/s on long outputs")
-    for col in ("", "config", "score tok/s", "trials", "wall min"):
+    by = {t.number: t for t in searched(result.trials)}
+    measured = measured_trials(result.trials)
+    confirms = sum(1 for t in result.trials if t.kind == "confirm")
+    out = Table(title=f"ladder tune, default model ({isa}, {cores} cores): decode tok/s on long outputs (pooled score)")
+    for col in ("", "config", "score tok/s", "trials", "min in trials"):
         out.add_column(col)
     if result.best_seed is not None:
-        seed = by[result.best_seed]
-        out.add_row("best fixed rung", f"{seed.seed_of}", f"{result.best_seed_score:.1f}", "", "")
+        out.add_row(
+            "best fixed rung",
+            f"{by[result.best_seed].seed_of}",
+            f"{result.best_seed_score:.1f}",
+            f"{result.seeds_measured} plan rungs",
+            "",
+        )
     if result.winner is not None:
-        win = by[result.winner]
-        out.add_row("tuned winner", describe(win.params), f"{result.winner_score:.1f}",
-                    f"{len(measured)} measured, {len(result.trials) - len(measured)} cached/confirm",
-                    f"{result.wall_s / 60:.1f}")  # fmt: skip
+        out.add_row(
+            "tuned winner",
+            describe(by[result.winner].params),
+            f"{result.winner_score:.1f}",
+            f"{len(measured)} of {result.budget} + {confirms} confirm",
+            f"{result.trial_s / 60:.1f}",
+        )
     return out
 
 
@@ -74,11 +81,12 @@ def reproduce(run: TuneRun, result: TuneResult, out: Path, console: Console) -> 
     if run.write_plan(result, plan_file) is None or result.best_seed is None:
         console.print("nothing to reproduce: no winner")
         return
-    seed = next(t for t in result.trials if t.number == result.best_seed).seed_of
+    seed = next(t for t in searched(result.trials) if t.number == result.best_seed).seed_of
     plan = load_plan(plan_file)
     keep = list(dict.fromkeys([plan.baseline.name, str(seed), "tuned"]))
-    climber = Climber(plan.select(keep), RunDir(out / "reproduce"), EngineSet(plan.engine), ModelStore(),
-                      console.print, quick=True)  # fmt: skip
+    climber = Climber(
+        plan.select(keep), RunDir(out / "reproduce"), EngineSet(plan.engine), ModelStore(), console.print, quick=True
+    )
     climber.prepare()
     summary = climber.run()
     rates = {r.name: r.decode_tps("long") for r in summary.rungs}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,16 +17,21 @@ from llm_ladder.plan.hardware import detect
 from llm_ladder.plan.loading import load_plan
 from llm_ladder.plan.schema import PlanError
 from llm_ladder.quality.suites import SuiteError
+from llm_ladder.tune.result import describe
 from llm_ladder.tune.space import load_space
-from llm_ladder.tune.study import describe
 from llm_ladder.tune.trials import TrialRecord, TuneObjective
+
+DEFAULT_BUDGET = 12
 
 
 class TuneProgress:
     """Trial n of N, the best so far, and the time left (the mean of the trials so far × the trials left)."""
 
     def __init__(self, budget: int, confirm: int) -> None:
-        self.budget, self.confirm, self.started = budget, confirm, time.monotonic()
+        self.budget, self.confirm = budget, confirm
+        self.trial_s: list[float] = []
+        """Wall seconds of the trials that started an engine in this session (a resumed tune's earlier ones
+        ran elsewhen)."""
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console)
         self.task = self.bar.add_task(f"trial 1 of {budget}", total=budget)
 
@@ -40,9 +43,13 @@ class TuneProgress:
             highlight=False,
             soft_wrap=True,
         )
-        elapsed = time.monotonic() - self.started
-        left = elapsed / max(used, 1) * max(self.budget - used + self.confirm, 0)
-        lead = f"best {best.score:.1f} (trial {best.number})" if best and best.score else "no feasible trial yet"
+        if record.measured is not None:
+            self.trial_s.append(record.measured.wall_s)
+        mean = sum(self.trial_s) / len(self.trial_s) if self.trial_s else 0.0
+        left = mean * max(self.budget - used + self.confirm, 0)
+        lead = "none feasible yet"
+        if best is not None and best.score is not None:
+            lead = f"best {best.score:.1f} (trial {best.number})"
         self.bar.update(
             self.task,
             completed=used,
@@ -55,7 +62,14 @@ def tune(
     plan: Annotated[
         str | None, typer.Argument(help="Plan file or shipped plan name (default: `ladder plan auto`).")
     ] = None,
-    budget_trials: Annotated[int, typer.Option(min=1, help="Trials that start an engine (plan rungs first).")] = 12,
+    budget_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Trials that start an engine, plan rungs first (default 12; confirm runs come on "
+            "top; with --resume: the tune's own unless raised).",
+        ),
+    ] = None,
     objective: Annotated[TuneObjective, typer.Option(help="What to optimize.")] = "decode_tps_long",
     slo: Annotated[str | None, typer.Option(help="Hard limits, p99 milliseconds: ttft=500,tpot=50.")] = None,
     space: Annotated[Path | None, typer.Option(help="Search space YAML (default: shipped for the engine).")] = None,
@@ -68,32 +82,26 @@ def tune(
     models_dir: ModelsDir = None,
 ) -> None:
     """Search engine settings beyond the fixed ladder for the fastest config inside the quality budget."""
-    from llm_ladder.tune.run import TuneConfig, TuneRun, parse_slo, read_config
+    from llm_ladder.tune.run import TuneRun, new_config, resumed_config
+    from llm_ladder.tune.study import TuneError
 
     try:
         if resume:
-            config = read_config(resume)
-            config = config.model_copy(update={"budget": max(config.budget, budget_trials)})
+            config = resumed_config(resume, budget_trials)
         else:
             the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(trials=trials)
-            the_space, source = load_space(space, the_plan.engine, detect().gpu is not None)
-            config = TuneConfig(
-                plan=the_plan,
-                space=the_space,
-                space_source=source,
-                objective=objective,
-                slo=parse_slo(slo),
-                budget=budget_trials,
-                started_at=datetime.now(UTC).isoformat(),
-            )
+            the_space = load_space(space, the_plan.engine, detect().gpu is not None)
+            config = new_config(the_plan, the_space, objective, slo, budget_trials or DEFAULT_BUDGET)
         run_path = resume or out or default_run_dir(f"tune-{config.plan.name}")
         engines = EngineSet(config.plan.engine)
         engines.get(config.plan.engine)  # preflight before anything starts
-        run = TuneRun(config, run_path, engines, ModelStore(models_dir), console.print)
+        run = TuneRun(config, run_path, engines, ModelStore(models_dir), console.print, resume=resume is not None)
         run.prepare()
     except (PlanError, ModelError, EngineError, SuiteError, ValueError) as err:
         fail(str(err))
     interrupt_on_sigterm()
+    for note in run.search.notes():
+        console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
     console.print(
         f"tuning [bold]{config.plan.name}[/bold]: {run.search.size()} configs in the space, "
         f"budget {config.budget} trials, objective {config.objective} → {run_path}"
@@ -105,6 +113,8 @@ def tune(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted: servers stopped, trials so far in {run_path} (--resume it)[/yellow]")
             raise typer.Exit(130) from None
+        except TuneError as err:
+            fail(f"{err} (trials so far in {run_path})")
     console.print(f"[bold]result:[/bold] {result.summary}", soft_wrap=True, highlight=False)
     if write_plan and (name := run.write_plan(result, write_plan)):
         console.print(
@@ -113,4 +123,4 @@ def tune(
         )
     console.print(f"results: {run_path / 'tune.md'}, {run_path / 'tune.json'}, {report_or_reason(run_path)}")
     if result.winner is None:
-        fail("no trial is inside the quality budget (see tune.md for why each is out)", code=1)
+        fail(f"{result.summary} (see tune.md for each trial's reasons)", code=1)

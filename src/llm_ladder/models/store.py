@@ -217,10 +217,12 @@ def materialize_gguf(gguf: Path, out: Path) -> None:
 
 def resolve_models(plan: Plan, store: ModelStore) -> dict[str, Rung]:
     """Resolve every rung's model (and draft model) before anything starts; returns rungs with paths filled."""
-    resolved = {}
-    for rung in plan.rungs:
-        update: dict[str, object] = {"model": store.resolve(rung.model), "served_name": rung.label}
-        if rung.speculative and isinstance(rung.speculative.get("model"), str):
-            update["speculative"] = {**rung.speculative, "model": store.resolve(rung.speculative["model"])}
-        resolved[rung.name] = rung.model_copy(update=update)
-    return resolved
+    return {rung.name: resolve_rung(rung, store) for rung in plan.rungs}
+
+
+def resolve_rung(rung: Rung, store: ModelStore) -> Rung:
+    """The rung with its model and draft model resolved to paths (made first where the store makes them)."""
+    update: dict[str, object] = {"model": store.resolve(rung.model), "served_name": rung.label}
+    if rung.speculative and isinstance(rung.speculative.get("model"), str):
+        update["speculative"] = {**rung.speculative, "model": store.resolve(rung.speculative["model"])}
+    return rung.model_copy(update=update)

@@ -18,9 +18,9 @@ from llm_ladder.climb.climber import Climber, Notify
 from llm_ladder.engines.base import EngineError, EngineSet
 from llm_ladder.measure.client import RequestRecord
 from llm_ladder.measure.server import Sinks
-from llm_ladder.models.store import ModelStore
+from llm_ladder.models.store import ModelError, ModelStore, resolve_rung
 from llm_ladder.outputs.results import RunDir, RungResult, RunSummary
-from llm_ladder.plan.schema import AgreementSpec, Objective, Plan, SuitesSpec, objective_workload
+from llm_ladder.plan.schema import AgreementSpec, Objective, Plan, PlanError, SuitesSpec, objective_workload
 from llm_ladder.quality.recommend import judge
 from llm_ladder.tune.space import SearchSpace, Value
 from llm_ladder.tune.trials import Measured, Quality, TuneObjective
@@ -38,9 +38,20 @@ def trial_plan(plan: Plan, objective: TuneObjective, slo: dict[str, float]) -> P
     update: dict[str, object] = {}
     if (mapped := PLAN_OBJECTIVE[objective]) is not None:
         update |= {"objective": mapped, "load": None}
+        workload = objective_workload(mapped)
+        if workload not in {w.name for w in plan.workloads}:
+            raise PlanError(
+                f"--objective {objective} is measured on a workload named {workload!r}; the plan has "
+                f"{', '.join(w.name for w in plan.workloads)}"
+            )
     elif plan.load is None:
-        raise EngineError("--objective goodput needs a `load` section in the plan (the sweep goodput is counted on)")
-    elif slo:
+        raise PlanError("--objective goodput needs a `load` section in the plan (the sweep goodput is counted on)")
+    elif not (plan.load.slo or slo):
+        raise PlanError(
+            "--objective goodput needs SLOs (--slo ttft=…,tpot=… or the plan's load.slo): goodput "
+            "counts the requests that meet them"
+        )
+    else:
         update["load"] = plan.load.model_copy(update={"slo": plan.load.slo | slo})
     return plan.model_copy(update=update)
 
@@ -80,11 +91,11 @@ class EngineEvaluator:
         records: list[RequestRecord] = []
         try:
             original = self.search.rung(params, name)
-            source = climber.sources.get(str(params["base"]), original.model)
             engine = climber.engines.get(climber.plan.engine_of(original))
-            rung = engine.prepare(self.search.rung(params, name, model=source), climber.notify)
-        except EngineError as err:
-            return Measured(started=False, error=str(err), rung=name, wall_s=round(time.monotonic() - started, 1))
+            rung = engine.prepare(resolve_rung(original, climber.store), climber.notify)
+        except Exception as err:  # a config the engine or the store cannot make is an infeasible trial, not a crash
+            error = f"{type(err).__name__}: {err}" if not isinstance(err, EngineError | ModelError) else str(err)
+            return Measured(started=False, error=error, rung=name, wall_s=round(time.monotonic() - started, 1))
         if original.speculative:
             climber.greedy_references[name] = reference
 
@@ -95,7 +106,7 @@ class EngineEvaluator:
         result = climber.climb_rung(original, rung, replace(self.sinks, on_record=record))
         self.results[name] = result
         measured = self._measured(result, records, climber.plan)
-        if with_quality and measured.started:
+        if with_quality and result.status == "ok":  # a failed run says nothing about the output's quality
             measured.quality = self._judge(result)
             climber.run_dir.append("rung", result)  # again, now with its comparisons (a later record wins)
         measured.wall_s = round(time.monotonic() - started, 1)

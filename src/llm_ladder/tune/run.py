@@ -17,8 +17,9 @@ from llm_ladder.outputs.summary import to_markdown as summary_markdown
 from llm_ladder.plan.schema import Plan, PlanError
 from llm_ladder.tune.evaluator import EngineEvaluator, trial_plan
 from llm_ladder.tune.outputs import plan_with, run_summary, winner_rung, write_outputs
+from llm_ladder.tune.result import TuneResult
 from llm_ladder.tune.space import SearchSpace, Space
-from llm_ladder.tune.study import Evaluator, TuneOptions, Tuner, TuneResult
+from llm_ladder.tune.study import Evaluator, TuneOptions, Tuner
 from llm_ladder.tune.trials import TrialRecord, TuneObjective
 
 CONFIG = "tune-config.json"
@@ -50,18 +51,42 @@ def parse_slo(text: str | None) -> dict[str, float]:
     return slo
 
 
-def read_config(out: Path) -> TuneConfig:
+def new_config(
+    plan: Plan, space: tuple[Space, str], objective: TuneObjective, slo: str | None, budget: int
+) -> TuneConfig:
+    return TuneConfig(
+        plan=plan,
+        space=space[0],
+        space_source=space[1],
+        objective=objective,
+        slo=parse_slo(slo),
+        budget=budget,
+        started_at=datetime.now(UTC).isoformat(),
+    )
+
+
+def resumed_config(out: Path, budget: int | None) -> TuneConfig:
+    """The settings of the tune in `out`, its budget raised to `budget` if given."""
     path = out / CONFIG
     if not path.is_file():
         raise PlanError(f"--resume {out}: no {CONFIG} there (not a tune run directory)")
-    return TuneConfig.model_validate_json(path.read_text())
+    config = TuneConfig.model_validate_json(path.read_text())
+    return config.model_copy(update={"budget": max(config.budget, budget or 0)})
 
 
 class TuneRun:
     def __init__(
-        self, config: TuneConfig, out: Path, engines: EngineSet, store: ModelStore, notify: Callable[[str], None]
+        self,
+        config: TuneConfig,
+        out: Path,
+        engines: EngineSet,
+        store: ModelStore,
+        notify: Callable[[str], None],
+        resume: bool = False,
     ) -> None:
         self.config, self.out, self.engines, self.store, self.notify = config, out, engines, store, notify
+        if not resume and any((out / f).exists() for f in ("tune.jsonl", "tune.db", CONFIG)):
+            raise PlanError(f"--out {out} holds a tune already: --resume it, or choose another directory")
         self.search = SearchSpace.resolve(config.space, config.plan, config.space_source)
         self.run_dir = RunDir(out)
         self.evaluator: EngineEvaluator | None = None

@@ -168,7 +168,10 @@ class SearchSpace:
         specs = {_spec_label(s): s for choice in space.speculative for s in (choice.expand() if choice else [None])}
         dims = {"base": tuple(names), "speculative": tuple(specs)}
         dims |= {f"output.{k}": v for k, v in space.output.items()} | {f"speed.{k}": v for k, v in space.speed.items()}
-        found = cls(plan, space, (), specs)
+        both = sorted(set(space.output) & set(space.speed))
+        if both:
+            raise ValueError(f"{', '.join(both)}: under both `output` and `speed`; a knob belongs to one level")
+        found = cls(plan, space, (Dimension("base", tuple(names)),), specs)
         for rung in found._seed_rungs():
             specs.setdefault(_spec_label(rung.speculative), rung.speculative)
             dims["speculative"] = _add(dims["speculative"], _spec_label(rung.speculative))
@@ -181,13 +184,17 @@ class SearchSpace:
         return rung if rung.speculative is None else self.plan.without_speculation(rung)
 
     def _seed_rungs(self) -> list[Rung]:
-        names = set(self.choices("base")) or set(self.space.base_rungs) or None
-        out = []
-        for rung in self.plan.rungs:
-            base = self._base_of(rung)
-            if base is not None and self.plan.engine_of(rung) == self.plan.engine and (not names or base.name in names):
-                out.append(rung)
-        return out
+        names = set(self.choices("base"))
+        return [r for r in self.plan.rungs if (base := self._base_of(r)) is not None and base.name in names]
+
+    def notes(self) -> list[str]:
+        """Plan rungs the search cannot start from, and why (shown before the tune starts)."""
+        return [
+            f"plan rung {r.name} is not a seed: no rung without speculation serves its model with its settings "
+            "(add one to the plan to search its speculation)"
+            for r in self.plan.rungs
+            if r.speculative is not None and self._base_of(r) is None
+        ]
 
     def seeds(self) -> list[tuple[str, dict[str, Value]]]:
         """The plan's rungs as points of the space (plan rung name, params): the search starts from the ladder."""
@@ -205,8 +212,10 @@ class SearchSpace:
         return next((d.choices for d in self.dims if d.name == name), ())
 
     def every_point(self) -> list[dict[str, Value]]:
-        return [dict(zip((d.name for d in self.dims), values, strict=True))
-                for values in itertools.product(*(d.choices for d in self.dims))]  # fmt: skip
+        return [
+            dict(zip((d.name for d in self.dims), values, strict=True))
+            for values in itertools.product(*(d.choices for d in self.dims))
+        ]
 
     def size(self) -> int:
         n = 1
@@ -237,11 +246,24 @@ class SearchSpace:
         }
         return base.model_copy(update=update | ({"model": model} if model else {}))
 
-    def quality_key(self, params: dict[str, Value]) -> str:
-        """What decides a trial's output: its params without the speed-only knobs (hashed)."""
-        output = {k: v for k, v in sorted(params.items()) if not k.startswith("speed.")}
-        return hashlib.sha256(json.dumps(output, sort_keys=True).encode()).hexdigest()[:12]
+    def config(self, params: dict[str, Value]) -> dict[str, Any]:
+        """The trial's rung as it runs, every engine arg filled with its default (unset and `false` are the same
+        config), without its name; the config's error where the engine rejects it."""
+        try:
+            rung = self.rung(params, "trial")
+        except EngineError as err:
+            return {"error": str(err), "params": params}
+        filled = engine_class(self.plan.engine_of(rung)).args(rung).model_dump()
+        return rung.model_dump(exclude={"name", "served_name", "args"}) | {"args": filled}
 
-    def reference_key(self, params: dict[str, Value]) -> str:
-        """The quality key of the same config without speculation (greedy identity's reference)."""
-        return self.quality_key(params | {"speculative": "none"})
+    def quality_key(self, params: dict[str, Value]) -> str:
+        """What decides a trial's output: its config without the engine's speed-only knobs (hashed)."""
+        config = self.config(params)
+        knobs = engine_class(self.plan.engine).speed_knobs
+        config["args"] = {k: v for k, v in config.get("args", {}).items() if k not in knobs}
+        config["env"] = {k: v for k, v in config.get("env", {}).items() if f"env.{k}" not in knobs}
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def reference(self, params: dict[str, Value]) -> dict[str, Value]:
+        """The same config without speculation (greedy identity's reference)."""
+        return params | {"speculative": "none"}

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
-from pydantic import BaseModel
 
 from llm_ladder.outputs.jsonl import append_line, read_lines
+from llm_ladder.tune.result import TuneResult, conclude, measured_trials, ranked, searched
 from llm_ladder.tune.space import SearchSpace, Value
 from llm_ladder.tune.trials import (
     Measured,
@@ -41,12 +40,16 @@ ASKS_PER_TRIAL = 4
 proposing known configs."""
 
 
+class TuneError(RuntimeError):
+    """A tune that cannot go on (its baseline did not run); the message says why."""
+
+
 class Evaluator(Protocol):
     """Starts a config's engine and measures it: speed always, quality when asked (a new combination)."""
 
     def evaluate(self, params: dict[str, Value], name: str, with_quality: bool, reference: str | None) -> Measured:
         """`name`: the trial's rung name in the run; `reference`: the rung whose greedy answers a speculative
-        config must reproduce (None where none is measured yet)."""
+        config must reproduce (None where none is measured)."""
         ...
 
 
@@ -57,24 +60,13 @@ class TuneOptions:
     slo: dict[str, float] = field(default_factory=dict)
 
 
-class TuneResult(BaseModel):
-    objective: TuneObjective
-    budget: int
-    slo: dict[str, float]
-    space: str
-    trials: list[TrialRecord]
-    winner: int | None = None
-    """The recommended trial's number (its config is the rung `--write-plan` appends)."""
-    winner_score: float | None = None
-    best_seed: int | None = None
-    """The best plan rung (a seed trial) inside the same budget, for comparison."""
-    best_seed_score: float | None = None
-    wall_s: float = 0.0
-    summary: str = ""
-
-
 def trial_name(number: int, baseline: str | None) -> str:
     return baseline if baseline else f"t{number:03d}"
+
+
+def _ok(record: TrialRecord) -> bool:
+    m = record.measured
+    return m is not None and m.started and not m.error
 
 
 class Tuner:
@@ -96,44 +88,44 @@ class Tuner:
             if r.measured is not None and r.measured.quality is not None:
                 self.qualities[r.quality_key] = r.measured.quality
         self.distributions = {d.name: CategoricalDistribution(d.choices) for d in search.dims}
-        self.started = time.monotonic()
+        self.baseline = search.plan.baseline.name
+        self.interrupted = False
 
     # -- the study ------------------------------------------------------------------------------------------
     def _study(self) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{(self.out / 'tune.db').resolve()}"
-        probe = optuna.create_study(
-            study_name="tune",
-            storage=storage,
-            load_if_exists=True,
-            direction="maximize" if maximizes(self.options.objective) else "minimize",
+        direction = "maximize" if maximizes(self.options.objective) else "minimize"
+        done = len(
+            optuna.create_study(study_name="tune", storage=storage, load_if_exists=True, direction=direction).trials
         )
-        done = len(probe.trials)
         seed = self.search.space.seed + done  # a resumed study's random phase must not repeat its first points
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             startup = max(2, len(self.search.seeds()))
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
         study = optuna.load_study(study_name="tune", storage=storage, sampler=sampler)
-        if done == 0:
-            for name, params in self.search.seeds()[: self.options.budget]:
+        asked = {t.user_attrs.get("seed_of") for t in study.trials}
+        for name, params in self.search.seeds()[: self.options.budget]:  # a budget grown on resume adds the rest
+            if name not in asked:
                 study.enqueue_trial(params, user_attrs={"seed_of": name})
-            if self.search.size() <= self.options.budget:  # the whole space fits: try every point, in order
-                for params in self.search.every_point():
-                    study.enqueue_trial(params, skip_if_exists=True)
-        self._settle_running(study)
+        if done == 0 and self.search.size() <= self.options.budget:  # the whole space fits: every point, in order
+            for params in self.search.every_point():
+                study.enqueue_trial(params, skip_if_exists=True)
         return study
 
-    def _settle_running(self, study: optuna.Study) -> None:
-        """A resumed study's trials left RUNNING: told from tune.jsonl where their record was written, else
-        failed and queued again (interrupted mid-measurement)."""
-        by_number = {r.number: r for r in self.records if r.kind != "confirm"}
+    def _interrupted(self, study: optuna.Study) -> list[optuna.Trial]:
+        """A resumed study's trials left RUNNING: told from tune.jsonl where their record was written, else run
+        again first, in their order (the baseline, interrupted, must still come before everything else)."""
+        by_number = {r.number: r for r in searched(self.records)}
+        again = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            trial = optuna.Trial(study, t._trial_id)
             if (record := by_number.get(t.number)) is not None:
-                self._tell(study, study_id_trial(study, t.number), record)
+                self._tell(study, trial, record)
             else:
-                study.tell(t.number, state=TrialState.FAIL)
-                study.enqueue_trial(t.params, user_attrs=t.user_attrs)
+                again.append(trial)
+        return again
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
         for key, value in constraint_values(record).items():
@@ -143,29 +135,63 @@ class Tuner:
     def _neutral(self) -> float:
         """The value of a trial with no score (it did not start): the median of scored trials, so the sampler
         learns from its constraint, not from a made-up speed."""
-        scores = [r.score for r in self.records if r.score is not None and r.kind != "confirm"]
+        scores = [r.score for r in searched(self.records) if r.score is not None]
         return statistics.median(scores) if scores else 0.0
 
     # -- the loop -------------------------------------------------------------------------------------------
     def budget_used(self) -> int:
-        return sum(1 for r in self.records if r.kind != "confirm" and r.measured is not None and r.same_as is None)
+        return len(measured_trials(self.records))
 
     def run(self) -> TuneResult:
-        study = self._study()
-        asks = sum(1 for r in self.records if r.kind != "confirm")
-        cap = ASKS_PER_TRIAL * self.options.budget + len(self.search.seeds())
-        while self.budget_used() < self.options.budget and asks < cap and not self._exhausted():
-            trial = study.ask(self.distributions)
-            asks += 1
-            record = self._trial(trial)
-            self._keep(record)
-            self._tell(study, trial, record)
-        self._confirm()
+        """The trials until the budget is used (or the space is), then the confirm runs; at Ctrl-C the trial
+        under way is left RUNNING in the study, and `--resume` runs it first."""
+        try:
+            self._check_baseline()
+            study = self._study()
+            pending = self._interrupted(study)
+            asks = len(searched(self.records))
+            cap = ASKS_PER_TRIAL * self.options.budget + len(self.search.seeds())
+            while self.budget_used() < self.options.budget and asks < cap and not self._exhausted():
+                trial = pending.pop(0) if pending else study.ask(self.distributions)
+                asks += 1
+                if self._defer(study, trial):
+                    continue
+                record = self._trial(trial)
+                self._keep(record)
+                self._tell(study, trial, record)
+                self._check_baseline()
+            self._confirm()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
         return self.result()
+
+    def _check_baseline(self) -> None:
+        base = next((r for r in searched(self.records) if r.seed_of == self.baseline and r.measured), None)
+        if base is not None and not _ok(base):
+            why = base.measured.error if base.measured else "no measurement"
+            raise TuneError(
+                f"the baseline {self.baseline} did not run ({why}): every trial's quality is judged "
+                "against it; fix it (`ladder climb --rung` it alone) and start the tune again"
+            )
+
+    def _defer(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """A speculative config whose non-speculative twin has no quality yet is put back behind the twin (both
+        queued), so its greedy identity has a reference; the proposal is told FAIL, which TPE ignores."""
+        params = {name: trial.params[name] for name in self.distributions}
+        twin = self.search.reference(params)
+        if params["speculative"] == "none" or self.search.quality_key(twin) in self.qualities:
+            return False
+        if any(r.params == twin and r.measured for r in searched(self.records)):
+            return False  # the twin was tried and did not run: judged without identity rather than never
+        study.enqueue_trial(twin, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=dict(trial.user_attrs))
+        study.tell(trial, state=TrialState.FAIL)
+        return True
 
     def _exhausted(self) -> bool:
         """Every point of the space has been tried (a space smaller than the budget)."""
-        tried = {json.dumps(r.params, sort_keys=True) for r in self.records if r.kind != "confirm"}
+        tried = {json.dumps(r.params, sort_keys=True) for r in searched(self.records)}
         return len(tried) >= self.search.size()
 
     def _keep(self, record: TrialRecord) -> None:
@@ -177,15 +203,15 @@ class Tuner:
         params = {name: trial.params[name] for name in self.distributions}
         seed_of = trial.user_attrs.get("seed_of")
         key = self.search.quality_key(params)
-        record = TrialRecord(
-            number=trial.number, kind="seed" if seed_of else "search", seed_of=seed_of, params=params, quality_key=key
-        )
-        record.config = self._config(params, trial.number)
-        same = next((r for r in self.records if r.params == params and r.measured and r.kind != "confirm"), None)
-        if same is not None:
-            record.same_as, record.quality = same.same_as or same.number, same.quality
-            record.score = same.score
-        elif (known := self.qualities.get(key)) is not None and not known.accepted:
+        kind = "seed" if seed_of else "search"
+        record = TrialRecord(number=trial.number, kind=kind, seed_of=seed_of, params=params, quality_key=key)
+        record.config = self.search.config(params)
+        same = next((r for r in measured_trials(self.records) if r.config == record.config), None)
+        if same is not None:  # a config measured already (the same point, or one that resolves alike)
+            record.same_as, record.quality, record.score = same.number, same.quality, same.score
+            record.feasible, record.why_not = same.feasible, same.why_not
+            return record
+        if (known := self.qualities.get(key)) is not None and not known.accepted:
             record.quality = known  # outside the budget whatever the speed: no engine start
         else:
             record.measured = self._measure(params, trial.number, seed_of, key)
@@ -194,127 +220,66 @@ class Tuner:
         record.judge(self.options.slo)
         return record
 
-    def _config(self, params: dict[str, Value], number: int) -> dict[str, Any]:
-        try:
-            return self.search.rung(params, trial_name(number, None)).model_dump(exclude={"name"})
-        except Exception as err:  # shown as the trial's failure when measured
-            return {"error": str(err)}
-
     def _measure(self, params: dict[str, Value], number: int, seed_of: str | None, key: str) -> Measured:
-        baseline = seed_of if seed_of == self.search.plan.baseline.name else None
-        reference = self.qualities.get(self.search.reference_key(params))
-        ref_name = self._rung_name(reference.measured_in) if reference else None
-        measured = self.evaluator.evaluate(params, trial_name(number, baseline), key not in self.qualities, ref_name)
+        baseline = seed_of if seed_of == self.baseline else None
+        twin = self.qualities.get(self.search.quality_key(self.search.reference(params)))
+        reference = self._rung_name(twin.measured_in) if twin and params["speculative"] != "none" else None
+        measured = self.evaluator.evaluate(params, trial_name(number, baseline), key not in self.qualities, reference)
         if measured.quality is not None:
             measured.quality.measured_in = number
             self.qualities[key] = measured.quality
         return measured
 
     def _rung_name(self, number: int) -> str | None:
-        return next((r.measured.rung for r in self.records if r.number == number and r.measured), None)
+        return next((r.measured.rung for r in searched(self.records) if r.number == number and r.measured), None)
 
     def _score(self, measured: Measured) -> float | None:
         return robust_score(measured.values, self.options.objective, self.search.space.spread_penalty)
 
     def best(self) -> TrialRecord | None:
-        feasible = [r for r in self.records if r.feasible and r.score is not None and r.kind != "confirm"]
-        if not feasible:
-            return None
-        pick = max if maximizes(self.options.objective) else min
-        return pick(feasible, key=lambda r: r.score or 0.0)
+        order = ranked(self.records, self.options.objective, self.search.space.spread_penalty)
+        return order[0][0] if order else None
 
     # -- confirmation ---------------------------------------------------------------------------------------
     def _confirm(self) -> None:
-        """The best `confirm_top` feasible configs measured again on fresh servers (speed only; their quality is
-        cached): one lucky run must not pick the winner."""
-        for original in self._top(self.search.space.confirm_top):
-            if any(r.confirms == original.number for r in self.records):
-                continue
-            number = max(r.number for r in self.records) + 1
-            name = f"c{number:03d}-t{original.number:03d}"
-            measured = self.evaluator.evaluate(original.params, name, False, None)
-            record = TrialRecord(
-                number=number,
-                kind="confirm",
-                params=original.params,
-                confirms=original.number,
-                quality_key=original.quality_key,
-                config=original.config,
-                measured=measured,
-                quality=original.quality,
-                score=self._score(measured),
-            )
-            record.judge(self.options.slo)
-            self._keep(record)
+        """The best `confirm_top` configs, and the best plan rung, measured again on fresh servers (speed only;
+        quality is cached), until the leaders by pooled score are all confirmed: one lucky run must not pick
+        the winner, and the comparison with the fixed ladder is made on equal terms."""
+        top, penalty = self.search.space.confirm_top, self.search.space.spread_penalty
+        for _ in range(2 * top + 1 if top else 0):
+            order = [r for r, _ in ranked(self.records, self.options.objective, penalty)]
+            leaders = order[:top] + [r for r in order if r.kind == "seed"][:1]
+            todo = [r for r in leaders if not any(c.confirms == r.number for c in self.records)]
+            if not todo:
+                return
+            self._confirm_one(todo[0])
 
-    def _top(self, n: int) -> list[TrialRecord]:
-        ranked = sorted(
-            (r for r in self.records if r.feasible and r.score is not None and r.kind != "confirm" and not r.same_as),
-            key=lambda r: r.score or 0.0,
-            reverse=maximizes(self.options.objective),
+    def _confirm_one(self, original: TrialRecord) -> None:
+        number = sum(1 for r in self.records if r.kind == "confirm")
+        name = f"c{number:03d}-t{original.number:03d}"
+        measured = self.evaluator.evaluate(original.params, name, False, None)
+        record = TrialRecord(
+            number=number,
+            kind="confirm",
+            params=original.params,
+            confirms=original.number,
+            quality_key=original.quality_key,
+            config=original.config,
+            measured=measured,
+            quality=original.quality,
+            score=self._score(measured),
         )
-        return ranked[:n]
-
-    def pooled_score(self, record: TrialRecord) -> float | None:
-        """The trial's score over its own repeats and its confirm runs' together."""
-        runs = [record] + [r for r in self.records if r.confirms == record.number]
-        if any(r.measured is not None and (r.measured.error or not r.measured.started) for r in runs):
-            return None  # a config that failed on a fresh server is not recommended
-        values = [v for r in runs if r.measured for v in r.measured.values]
-        return robust_score(values, self.options.objective, self.search.space.spread_penalty)
+        record.judge(self.options.slo)
+        self._keep(record)
 
     def result(self) -> TuneResult:
-        confirmed = self._top(max(self.search.space.confirm_top, 1))
-        scored = [(r, s) for r in confirmed if (s := self.pooled_score(r)) is not None]
-        pick = max if maximizes(self.options.objective) else min
-        winner = pick(scored, key=lambda x: x[1]) if scored else None
-        seeds = [(r, s) for r in self.records if r.kind == "seed" and r.feasible and (s := self.pooled_score(r))]
-        best_seed = pick(seeds, key=lambda x: x[1]) if seeds else None
-        out = TuneResult(
+        result = TuneResult(
             objective=self.options.objective,
             budget=self.options.budget,
             slo=self.options.slo,
             space=self.space_source,
             trials=self.records,
-            wall_s=round(time.monotonic() - self.started, 1),
+            interrupted=self.interrupted,
+            seeds_total=min(len(self.search.seeds()), self.options.budget),
         )
-        if winner:
-            out.winner, out.winner_score = winner[0].number, winner[1]
-        if best_seed:
-            out.best_seed, out.best_seed_score = best_seed[0].number, best_seed[1]
-        out.summary = summarize(out, self.search.plan.baseline.name)
-        return out
-
-
-def study_id_trial(study: optuna.Study, number: int) -> optuna.Trial:
-    """A RUNNING trial of a loaded study, as a Trial to set constraints on."""
-    frozen = study.get_trials(deepcopy=False)[number]
-    return optuna.Trial(study, frozen._trial_id)
-
-
-def summarize(result: TuneResult, baseline: str) -> str:
-    """One line: the winner against the best plan rung, or why there is none."""
-    unit = {"decode_tps_long": "tok/s", "goodput": "req/s", "ttft_p99": "ms"}[result.objective]
-    if result.winner is None:
-        return f"no trial is inside the quality budget{' and the SLOs' if result.slo else ''}"
-    by = {r.number: r for r in result.trials}
-    win = by[result.winner]
-    text = f"trial {win.number} ({describe(win.params)}): {result.objective} {result.winner_score:.1f} {unit}"
-    if result.best_seed is not None and result.best_seed_score:
-        seed = by[result.best_seed]
-        ratio = (result.winner_score or 0) / result.best_seed_score
-        if not maximizes(result.objective):
-            ratio = 1 / ratio if ratio else 0.0
-        text += f", {ratio:.2f}× the best plan rung {seed.seed_of} ({result.best_seed_score:.1f} {unit})"
-        if result.winner == result.best_seed:
-            text += ": the fixed ladder's rung is already the best found"
-    return text
-
-
-def describe(params: dict[str, Any]) -> str:
-    """`int4 + ngram-k4, max_num_seqs=8`: the base, speculation and every knob that is set."""
-    knobs = [
-        f"{k.split('.', 1)[1]}={v}" for k, v in params.items() if k.startswith(("output.", "speed.")) and v is not None
-    ]
-    spec = f" + {params['speculative']}" if params.get("speculative") not in (None, "none") else ""
-    return f"{params['base']}{spec}" + (f", {', '.join(knobs)}" if knobs else "")
+        return conclude(result, self.search.space.spread_penalty)

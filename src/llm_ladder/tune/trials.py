@@ -111,9 +111,8 @@ class TrialRecord(BaseModel):
 def constraint_values(record: TrialRecord) -> dict[str, float]:
     """Optuna constraints (> 0 infeasible), graded where a grade exists so the sampler learns the direction."""
     q = record.quality
-    m = record.measured
     return {
-        "starts": 0.0 if m is None or m.started else 1.0,
+        "starts": float(any(w.startswith(("did not start", "failed")) for w in record.why_not)),
         "quality": 0.0 if q is not None and q.accepted else float(len(q.reasons) if q else 1),
         "slo": float(sum(1 for w in record.why_not if w.startswith("SLO "))),
     }
