@@ -80,7 +80,7 @@ def test_a_config_that_does_not_start_is_an_infeasible_trial_with_its_reason(tmp
 
 def test_a_known_bad_combination_starts_no_engine(tmp_path):
     result, _, evaluator = _tune(tmp_path, budget=20)
-    bad = {t.quality_key for t in result.trials if t.quality and not t.quality.accepted}
+    bad = {t.quality_key for t in result.trials if t.measured and t.measured.quality and not t.quality.accepted}
     measured_bad = [t for t in result.trials if t.quality_key in bad and t.measured and t.measured.started]
     assert len(measured_bad) == len(bad)  # each measured once; later proposals answered from the cache
     assert len(evaluator.calls) == sum(1 for t in result.trials if t.measured)
@@ -275,3 +275,15 @@ def test_a_directory_holding_a_tune_is_not_overwritten(tmp_path, model_dir):
     (tmp_path / "run" / "tune.jsonl").write_text("")
     result = runner.invoke(app, ["tune", str(plan), "--space", str(space), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "holds a tune already: --resume it" in result.output
+
+
+def test_speculation_on_a_model_outside_the_budget_starts_no_engine(tmp_path):
+    result, search, evaluator = _tune(tmp_path, budget=20)
+    bad = set()
+    for params, with_quality in evaluator.calls:
+        if params["speculative"] != "none":
+            assert search.quality_key(search.reference(params)) not in bad, params
+        if with_quality and true_speed(params) > 0 and not inside_budget(params):
+            bad.add(search.quality_key(params))
+    inherited = [t for t in result.trials if t.quality and "speculation keeps the output" in t.quality.reasons[0]]
+    assert inherited and all(t.measured is None and not t.feasible for t in inherited)

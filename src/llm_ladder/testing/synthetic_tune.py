@@ -83,11 +83,11 @@ class SyntheticEvaluator:
         self.seed, self.repeats = seed, repeats
         self.calls: list[tuple[dict[str, Value], bool]] = []
         self.references: list[str | None] = []
-        """The greedy-identity reference each speculative quality measurement was given."""
+        """The greedy-identity reference each speculative quality measurement that started was given."""
 
     def evaluate(self, params: dict[str, Value], name: str, with_quality: bool, reference: str | None) -> Measured:
         self.calls.append((dict(params), with_quality))
-        if with_quality and params["speculative"] != "none":
+        if with_quality and params["speculative"] != "none" and true_speed(params) > 0:
             self.references.append(reference)
         speed = true_speed(params)
         if speed == 0:

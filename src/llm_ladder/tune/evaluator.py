@@ -146,7 +146,10 @@ class EngineEvaluator:
         self.quality._agreements(summary)
         self.quality._suite_comparisons(summary)
         verdict = judge(result, baseline, self.search.plan.quality_budget)
-        reasons = verdict.reasons + [f"{what}: {why}" for what, why in result.skipped.items()]
+        reasons = verdict.reasons
+        if result.skipped:  # the agreement failed: the rest was not measured, which is not a reason of its own
+            reasons = [r for r in reasons if not r.startswith("no task-suite results")]
+            reasons.append(f"{' and '.join(result.skipped)} not measured (the agreement decided)")
         if result.greedy_identity_error:
             reasons.append(f"greedy identity n/a: {result.greedy_identity_error}")
         a = result.agreement

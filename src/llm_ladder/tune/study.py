@@ -211,7 +211,7 @@ class Tuner:
             record.same_as, record.quality, record.score = same.number, same.quality, same.score
             record.feasible, record.why_not = same.feasible, same.why_not
             return record
-        if (known := self.qualities.get(key)) is not None and not known.accepted:
+        if (known := self._known_bad(params, key)) is not None:
             record.quality = known  # outside the budget whatever the speed: no engine start
         else:
             record.measured = self._measure(params, trial.number, seed_of, key)
@@ -219,6 +219,19 @@ class Tuner:
             record.score = self._score(record.measured)
         record.judge(self.options.slo)
         return record
+
+    def _known_bad(self, params: dict[str, Value], key: str) -> Quality | None:
+        """A verdict outside the budget that already holds for this config: its own combination's, or, for a
+        speculative config, its model's without speculation (lossless speculation keeps the output, so it
+        cannot bring a model back inside the budget)."""
+        known = self.qualities.get(key)
+        if known is not None and not known.accepted:
+            return known
+        twin = self.qualities.get(self.search.quality_key(self.search.reference(params)))
+        if params["speculative"] == "none" or twin is None or twin.accepted:
+            return None
+        why = f"without speculation (trial {twin.measured_in}) it is outside the budget; speculation keeps the output"
+        return twin.model_copy(update={"reasons": [why, *twin.reasons]})
 
     def _measure(self, params: dict[str, Value], number: int, seed_of: str | None, key: str) -> Measured:
         baseline = seed_of if seed_of == self.baseline else None

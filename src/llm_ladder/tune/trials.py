@@ -98,7 +98,7 @@ class TrialRecord(BaseModel):
         if self.quality is None:
             why.append("no quality measurement")
         elif not self.quality.accepted:
-            why += [f"quality (trial {self.quality.measured_in}): {r}" for r in self.quality.reasons]
+            why.append(f"quality (trial {self.quality.measured_in}): {'; '.join(self.quality.reasons)}")
         for what, limit in slo.items():
             series = (m.ttft_ms if what == "ttft" else m.tpot_ms) if m else []
             p99 = percentile(series, 99)
