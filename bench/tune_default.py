@@ -92,7 +92,8 @@ def reproduce(run: TuneRun, result: TuneResult, out: Path, console: Console) -> 
     rates = {r.name: r.decode_tps("long") for r in summary.rungs}
     console.print(f"reproduced by `ladder climb --quick`: {rates}; recommendation: {summary.recommendation.summary}")
     if rates.get("tuned") and rates.get(str(seed)):
-        console.print(f"tuned / {seed} on fresh servers: {rates['tuned'] / rates[str(seed)]:.2f}×")
+        same = " (the same config: this is the run-to-run spread)" if result.winner == result.best_seed else ""
+        console.print(f"tuned / {seed} on fresh servers: {rates['tuned'] / rates[str(seed)]:.2f}×{same}")
 
 
 def main() -> None:
