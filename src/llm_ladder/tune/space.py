@@ -204,8 +204,7 @@ class SearchSpace:
             assert base is not None
             params: dict[str, Value] = {"base": base.name, "speculative": _spec_label(rung.speculative)}
             params |= {d.name: _knob_value(rung, d.knob) for d in self.dims if d.name.startswith(("output.", "speed."))}
-            if params["base"] in self.choices("base"):
-                out.append((rung.name, params))
+            out.append((rung.name, params))
         return out
 
     def choices(self, name: str) -> tuple[Value, ...]:
@@ -223,9 +222,9 @@ class SearchSpace:
             n *= len(d.choices)
         return n
 
-    def rung(self, params: dict[str, Value], name: str, model: str | None = None) -> Rung:
-        """The rung a trial runs: its base plan rung with the trial's knobs (null: left unset) and speculation;
-        `model` replaces the base's model (a resolved path). EngineError if the engine rejects the args."""
+    def rung(self, params: dict[str, Value], name: str) -> Rung:
+        """The rung a trial runs: its base plan rung with the trial's knobs (null: left unset) and speculation.
+        EngineError if the engine rejects the args."""
         base = self.plan.rung(str(params["base"]))
         args, env = dict(base.args), dict(base.env)
         for key, value in params.items():
@@ -244,7 +243,7 @@ class SearchSpace:
             "env": env,
             "speculative": self.specs[str(params["speculative"])],
         }
-        return base.model_copy(update=update | ({"model": model} if model else {}))
+        return base.model_copy(update=update)
 
     def config(self, params: dict[str, Value]) -> dict[str, Any]:
         """The trial's rung as it runs, every engine arg filled with its default (unset and `false` are the same
