@@ -38,8 +38,9 @@ class TuneProgress:
     def on_trial(self, record: TrialRecord, used: int, best: TrialRecord | None) -> None:
         mark = "[green]feasible[/green]" if record.feasible else f"[yellow]{'; '.join(record.why_not)[:160]}[/yellow]"
         score = f"{record.score:.1f}" if record.score is not None else "—"
+        label = "c" if record.kind == "confirm" else "trial "  # confirm runs are numbered apart (tune.md: c0, c1)
         console.print(
-            f"trial {record.number} ({record.kind}) {describe(record.params)}: {score} {mark}",
+            f"{label}{record.number} ({record.kind}) {describe(record.params)}: {score} {mark}",
             highlight=False,
             soft_wrap=True,
         )
