@@ -4,6 +4,7 @@
 #   bash scripts/install.sh cpu,test   # ... plus the test tools
 #   bash scripts/install.sh gpu        # the tool + vLLM (CUDA)
 #   bash scripts/install.sh cpu,llamacpp  # ... plus llama.cpp built for this CPU (the second engine)
+#   bash scripts/install.sh cpu,fleet  # ... plus Ray for `ladder fleet` (install the same on every node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-cpu}"

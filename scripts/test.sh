@@ -3,7 +3,7 @@
 # lint and the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh cpu,test,llamacpp || exit $?
+bash scripts/install.sh cpu,test,llamacpp,fleet || exit $?
 # The report is checked in a real browser: headless Chromium, the Debian package.
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive

@@ -339,9 +339,10 @@ def models_quantize(
 import llm_ladder.cli.engines  # noqa: E402  (registers `engines list|install`)
 import llm_ladder.cli.plan  # noqa: E402  (registers `plan auto`)
 import llm_ladder.cli.serve  # noqa: E402  (registers serve, smoke, ui, deploy, doctor after these)
-import llm_ladder.cli.tune  # noqa: E402, F401  (registers tune)
+import llm_ladder.cli.tune  # noqa: E402  (registers tune)
 
 
 def main() -> None:
     """Entry point for `python -m llm_ladder`."""
     sys.exit(app())
+import llm_ladder.cli.fleet  # noqa: E402, F401  (registers fleet climb|push)

@@ -89,6 +89,10 @@ def deploy(
 def doctor(
     plan: Annotated[str | None, typer.Option(help="Also check this plan's models and GPU memory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    fleet: Annotated[
+        bool, typer.Option("--fleet", help="Check the Ray cluster's nodes instead (devices, memory, versions).")
+    ] = False,
+    address: Annotated[str, typer.Option(envvar="RAY_ADDRESS", help="With --fleet: the Ray cluster.")] = "auto",
     models_dir: ModelsDir = None,
 ) -> None:
     """Check this machine for what a climb needs, with what to do about each problem."""
@@ -102,7 +106,7 @@ def doctor(
         the_plan = load_plan(plan) if plan else None
     except PlanError as err:
         fail(str(err))
-    checks = diagnose(the_plan, ModelStore(models_dir))
+    checks = _fleet_checks(address) if fleet else diagnose(the_plan, ModelStore(models_dir))
     if as_json:
         print(json.dumps([c.model_dump() for c in checks], indent=2))
     else:
@@ -113,6 +117,22 @@ def doctor(
             )
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
+
+
+def _fleet_checks(address: str) -> list:
+    from llm_ladder.fleet import FleetError
+    from llm_ladder.fleet.connect import alive_nodes, connect
+    from llm_ladder.fleet.doctor import fleet_checks
+    from llm_ladder.ops.doctor import Check
+
+    try:
+        connect(address)
+        nodes = alive_nodes()
+    except FleetError as err:
+        fail(str(err))
+    cluster = Check(name="cluster", status="ok" if nodes else "fail",
+                    message=f"{len(nodes)} node(s) with a device at {address}")  # fmt: skip
+    return [cluster, *fleet_checks(nodes)]
 
 
 @app.command()

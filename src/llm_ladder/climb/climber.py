@@ -12,6 +12,7 @@ import psutil
 from pydantic import ValidationError
 
 from llm_ladder.climb.baseline_pass import plan_pass, run_pass
+from llm_ladder.climb.comparisons import Comparisons, items_path, logprobs_path
 from llm_ladder.engines.base import Engine, EngineError, EngineSet, Server
 from llm_ladder.engines.process import log_tail
 from llm_ladder.load.prompts import BenchRequest
@@ -30,7 +31,7 @@ from llm_ladder.plan.schema import Plan, PlanError, Rung
 from llm_ladder.quality.agreement import Position, agreement, eval_chunks, load_positions, save_positions
 from llm_ladder.quality.evaluation import load_suites, scores
 from llm_ladder.quality.recommend import agreement_checks, recommend
-from llm_ladder.quality.suites import ItemResult, Suite, append_item, by_suite, greedy_identity, load_items, paired
+from llm_ladder.quality.suites import ItemResult, Suite, append_item
 
 RELEASE_TOLERANCE_GIB = 0.5
 """Memory may differ by this much before and after a rung without calling it a leak (page cache, allocator)."""
@@ -155,7 +156,18 @@ class Climber:
         assert self.rungs is not None
         rungs = self.rungs
         done = self.run_dir.completed_rungs() if resume else {}
-        self.summary = summary = RunSummary(
+        self.summary = summary = self.new_summary()
+        for original in self.plan.rungs:
+            if original.name in done and done[original.name].config == public_config(original):
+                self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
+                summary.rungs.append(done[original.name])
+                continue
+            self.climb_rung(original, rungs[original.name], sinks)
+        return self.finish(summary)
+
+    def new_summary(self) -> RunSummary:
+        """The run's summary before any rung: the plan, this host, the budget."""
+        return RunSummary(
             plan=self.plan.name,
             engine=self.plan.engine,
             started_at=datetime.now(UTC).isoformat(),
@@ -168,17 +180,16 @@ class Climber:
             baseline_note=provenance(self.plan.baseline.model),
             quick=self.quick_notes,
         )
-        for original in self.plan.rungs:
-            if original.name in done and done[original.name].config == public_config(original):
-                self.notify(f"[dim]{original.name}: done in an earlier run, skipped[/dim]")
-                summary.rungs.append(done[original.name])
-                continue
-            self.climb_rung(original, rungs[original.name], sinks)
-        self._agreements(summary)
+
+    def finish(self, summary: RunSummary) -> RunSummary:
+        """What needs every rung measured: agreement with the baseline, the baseline's pass over other engines'
+        answers, paired suites, greedy identity, the recommendation. `ladder fleet` calls it after merging."""
+        comparisons = self.comparisons()
+        comparisons.agreements(summary)
         with self.phases("baseline pass"):
             self._baseline_pass(summary)
         summary.phases = self.phases.rounded()
-        self._suite_comparisons(summary)
+        comparisons.suites(summary)
         summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)
         self.notify(f"[bold]recommendation[/bold]: {summary.recommendation.summary}")
         summary.finished_at = datetime.now(UTC).isoformat()
@@ -253,71 +264,23 @@ class Climber:
 
     def _baseline_pass(self, summary: RunSummary) -> None:
         """Scoring by the baseline's engine of what other engines' rungs could not score (baseline_pass.py)."""
-        assert self.rungs is not None
         todo = plan_pass(self.plan, summary, self.engines, self.run_dir.path / "logprobs")
         if todo:
+            if self.rungs is None:  # a fleet's merged run: prepared here only when the pass has work
+                self._prepare()
+            assert self.rungs is not None
             baseline = self.plan.baseline
             engine = self.engines.get(self.plan.engine_of(baseline))
             run_pass(self.plan, self.rungs[baseline.name], engine, todo, self.run_dir, summary, self.notify)
 
     def logprobs_path(self, rung: str) -> Path:
-        return self.run_dir.path / "logprobs" / f"{rung}.json"
+        return logprobs_path(self.run_dir.path, rung)
 
     def items_path(self, rung: str) -> Path:
-        """Each task-suite item's prompt, answer and verdict, appended as answered."""
-        return self.run_dir.path / "suites" / f"{rung}.jsonl"
+        return items_path(self.run_dir.path, rung)
 
-    def _suite_comparisons(self, summary: RunSummary) -> None:
-        """Paired accuracy against the baseline per suite; greedy identity for speculative rungs."""
-        base_path = self.items_path(summary.baseline)
-        base = by_suite(load_items(base_path)) if base_path.exists() else {}
-        for result in summary.rungs:
-            path = self.items_path(result.name)
-            if result.status != "ok" or not path.exists():
-                continue
-            items = load_items(path)
-            if result.name != summary.baseline:
-                mine = by_suite(items)
-                for name, suite_score in result.suites.items():
-                    if base.get(name) and mine.get(name):
-                        suite_score.vs_baseline = paired(base[name], mine[name])
-            self._identity(result, items)
-
-    def _identity(self, result: RungResult, items: list[ItemResult]) -> None:
-        if result.name in self.greedy_references:
-            reference = self.greedy_references[result.name]
-        else:
-            rung = next((r for r in self.plan.rungs if r.name == result.name), None)
-            if rung is None or not rung.speculative:
-                return
-            found = self.plan.without_speculation(rung)
-            reference = found.name if found else None
-        if reference is None:
-            result.greedy_identity_error = "no rung in this run serves the same model without speculation"
-        elif not self.items_path(reference).exists():
-            result.greedy_identity_error = f"{reference} has no task-suite answers in this run"
-        else:
-            result.greedy_identity = greedy_identity(reference, load_items(self.items_path(reference)), items)
-
-    def _agreements(self, summary: RunSummary) -> None:
-        """Each rung's prompt logprobs against the baseline's: perplexity ratio, KL, same top token."""
-        base_path = self.logprobs_path(summary.baseline)
-        if not self.plan.agreement.enabled:
-            return
-        if not base_path.exists():
-            for result in summary.rungs:
-                if result.agreement is None and self.logprobs_path(result.name).exists():
-                    result.agreement_error = f"the baseline {summary.baseline} has no prompt logprobs to compare with"
-            return
-        base = load_positions(base_path)
-        for result in summary.rungs:
-            path = self.logprobs_path(result.name)
-            if result.status != "ok" or not path.exists():
-                continue
-            try:
-                result.agreement = agreement(base, load_positions(path))
-            except ValueError as err:
-                result.agreement_error = str(err)
+    def comparisons(self) -> Comparisons:
+        return Comparisons(self.plan, self.run_dir.path, self.greedy_references)
 
     def _record(self, result: RungResult) -> RungResult:
         """Append the rung to the log at once, and to the summary so far."""

@@ -14,9 +14,28 @@ from pathlib import Path
 import httpx
 import psutil
 
+from llm_ladder.engines import parent_guard
 from llm_ladder.engines.base import EngineError, StopReport
 
 LOG_TAIL_LINES = 40
+FLEET_CELL = "LADDER_FLEET_CELL"
+"""Set in a Ray worker that climbs a fleet cell: its engines run under the parent guard, without Ray's env."""
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+
+
+def in_fleet_cell() -> bool:
+    return os.environ.get(FLEET_CELL) == "1"
+
+
+def engine_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `extra` (the rung's env wins). In a fleet cell, less what Ray set for its
+    worker: `RAY_*` (vLLM's Ray backend would attach to the fleet's cluster) and `OMP_NUM_THREADS` (Ray sets it to
+    the task's CPUs, 1, which would silently change a CPU rung); engines start offline, from the pushed model."""
+    base = dict(os.environ)
+    if in_fleet_cell():
+        base = {k: v for k, v in base.items() if not k.startswith("RAY_") and k != "OMP_NUM_THREADS"}
+        base = OFFLINE | base
+    return base | dict(extra or {})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,12 +75,14 @@ class ManagedProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
+        self.guarded = in_fleet_cell()
+        """Started under the parent guard, whose own process is not the engine's (memory, pids)."""
         self.proc = subprocess.Popen(
-            self.command,
+            parent_guard.command(self.command) if self.guarded else self.command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=engine_environment(env),
             start_new_session=True,  # own process group: one signal reaches the API server and its workers
         )
         self._seen: dict[int, psutil.Process] = {}
@@ -76,7 +97,7 @@ class ManagedProcess:
             procs = []
         for p in procs:
             self._seen.setdefault(p.pid, p)
-        return procs
+        return procs[1:] if self.guarded else procs
 
     @property
     def exit_code(self) -> int | None:

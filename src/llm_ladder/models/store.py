@@ -6,6 +6,7 @@ vLLM loads by path. A plan's `model:` is a store name, a local directory, or a h
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -121,6 +122,13 @@ class ModelStore:
         raise ModelError(f"model {name!r} is not in the store ({self.root}) and ladder cannot make it")
 
     def _build(self, name: str, make) -> Path:
+        """Make an entry under a lock: two climbs sharing a store (fleet nodes with one home) make it once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / f".{name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self.path(name) if self.has(name) else self._make(name, make)
+
+    def _make(self, name: str, make) -> Path:
         final = self.path(name)
         tmp = final.with_name(f".{name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)

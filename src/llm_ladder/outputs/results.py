@@ -41,10 +41,11 @@ class SpecSummary(BaseModel):
 
 
 class RungResult(BaseModel):
-    """Everything measured for one rung; `status` is 'ok' only if it served, measured and verified."""
+    """Everything measured for one rung; `status` is 'ok' only if it served, measured and verified; 'unreachable'
+    when a fleet lost the node that climbed it (`error` says why)."""
 
     name: str
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "unreachable"]
     model: str
     model_path: str | None = None
     engine: str | None = None
@@ -87,6 +88,8 @@ class RungResult(BaseModel):
     error: str | None = None
     log_tail: str = ""
     log_path: str | None = None
+    node: dict[str, Any] | None = None
+    """`ladder fleet`: the node and device that climbed this rung (name, id, device, hardware, package versions)."""
 
     def decode_tps(self, workload: str) -> float | None:
         stats = self.workloads.get(workload)

@@ -336,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default="auto", help="vLLM's flag: echoed in the config line as vLLM does")
     p.add_argument("--kv-cache-dtype", default="auto", help="vLLM's flag: echoed in the config line")
     p.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's flag: above 256 startup fails (no room)")
+    p.add_argument("--startup-s", type=float, default=0.0, help="seconds to wait before serving (a slow start)")
     args, _vllm_flags = p.parse_known_args(argv)
+    time.sleep(args.startup_s)
     for line in args.say:
         print(line, flush=True)
     held = _hold_gpu_memory(args.gpu_gib) if args.gpu_gib else None  # noqa: F841  (kept alive while serving)
@@ -355,9 +357,10 @@ def main(argv: list[str] | None = None) -> None:
           f"kv_cache_dtype={args.kv_cache_dtype}", flush=True)  # fmt: skip
     print("INFO [monitor.py:62] [backbone] torch.compile took 1.50 s in total", flush=True)
     print("INFO init engine (profile, create kv cache, warmup model) took 2.00 s", flush=True)
+    slower = float(os.environ.get("LADDER_MOCK_SLOWDOWN", "1"))  # one machine of a simulated fleet lagging
     script = Script(
-        ttft_ms=args.ttft_ms,
-        itl_ms=args.itl_ms,
+        ttft_ms=args.ttft_ms * slower,
+        itl_ms=args.itl_ms * slower,
         tokens=args.tokens,
         die_after=args.die_after,
         logprob_shift=args.logprob_shift,

@@ -143,8 +143,9 @@ class EngineEvaluator:
             baseline=self.search.plan.baseline.name,
             rungs=[r for r in (baseline, result) if r is not None],
         )
-        self.quality._agreements(summary)
-        self.quality._suite_comparisons(summary)
+        comparisons = self.quality.comparisons()
+        comparisons.agreements(summary)
+        comparisons.suites(summary)
         verdict = judge(result, baseline, self.search.plan.quality_budget)
         reasons = verdict.reasons
         if result.skipped:  # the agreement failed: the rest was not measured, which is not a reason of its own

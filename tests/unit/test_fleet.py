@@ -1,0 +1,164 @@
+"""The fleet's parts that need no Ray: the parent guard, the cell environment, cells, aggregation, node selection,
+and `ladder fleet`'s input errors (the Ray tests: tests/fleet)."""
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from llm_ladder.cli.main import app
+from llm_ladder.engines import parent_guard
+from llm_ladder.engines.process import FLEET_CELL, ManagedProcess, engine_environment
+from llm_ladder.fleet import FleetError
+from llm_ladder.fleet.aggregate import Stat, _outliers, versions_differing
+from llm_ladder.fleet.cells import CellRecord, last_records, plan_cells, still_to_run
+from llm_ladder.fleet.connect import NodeInfo, node_of, select
+from llm_ladder.plan.schema import Plan
+
+runner = CliRunner()
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def _gone(pid, within=10.0):
+    try:
+        psutil.Process(pid).wait(timeout=within)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def test_the_guard_passes_the_engines_exit_code_on():
+    assert subprocess.run(parent_guard.command(["sh", "-c", "exit 3"])).returncode == 3
+
+
+def test_an_engine_under_the_guard_stops_when_whoever_started_it_is_killed():
+    """A Ray worker killed with its node: the guard gets SIGTERM from the kernel and stops the engine's group."""
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from llm_ladder.engines import parent_guard\n"
+        f"p = subprocess.Popen(parent_guard.command({SLEEPER!r}), start_new_session=True)\n"
+        "print(p.pid, flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    guard = psutil.Process(int(parent.stdout.readline()))
+    time.sleep(0.5)
+    engine = guard.children()[0]
+    parent.kill()
+    parent.wait()
+    assert _gone(guard.pid) and _gone(engine.pid)
+
+
+def test_an_engine_stops_when_its_guard_is_killed_outright():
+    """Ray SIGKILLs a worker's direct children when the worker exits: the engine asked for SIGTERM on that."""
+    guard = subprocess.Popen(parent_guard.command(SLEEPER), start_new_session=True)
+    time.sleep(0.5)
+    engine = psutil.Process(guard.pid).children()[0]
+    guard.kill()
+    guard.wait()
+    assert _gone(engine.pid)
+
+
+def test_a_fleet_cells_engine_runs_guarded_offline_and_without_rays_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(FLEET_CELL, "1")
+    monkeypatch.setenv("RAY_JOB_ID", "01000000")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's, for a task of one CPU
+    env = engine_environment({"VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert "RAY_JOB_ID" not in env and "OMP_NUM_THREADS" not in env
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert engine_environment({"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2", "the rung's own setting stays"
+    proc = ManagedProcess(SLEEPER, tmp_path / "log")
+    time.sleep(0.5)
+    assert proc.guarded and proc.pids() and proc.proc.pid not in proc.pids(), "the guard is not the engine"
+    report = proc.stop(grace_s=5)
+    assert report.graceful and not report.leftover_pids
+
+
+def test_outside_a_fleet_the_environment_is_this_processs(monkeypatch):
+    monkeypatch.delenv(FLEET_CELL, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert engine_environment()["OMP_NUM_THREADS"] == "3"
+
+
+PLAN = Plan.model_validate({"name": "p", "rungs": [{"name": "a", "model": "m"}, {"name": "b", "model": "m"}]})
+NODES = [NodeInfo(node_id=f"{i}" * 40, name=f"n{i}", address="127.0.0.1", devices=1, kind="cpu", memory_gib=8)
+         for i in (1, 2)]  # fmt: skip
+
+
+def test_cells_spread_once_each_on_every_node_and_resume_keeps_only_what_did_not_end_ok():
+    assert [c.label() for c in plan_cells(PLAN, "spread", NODES)] == ["a", "b"]
+    each = plan_cells(PLAN, "each", NODES)
+    assert [c.label() for c in each] == ["a@n1", "b@n1", "a@n2", "b@n2"]
+    records = [CellRecord(rung="a", node="n1", status="ok"), CellRecord(rung="b", node="n1", status="unreachable"),
+               CellRecord(rung="a", node="n2", status="failed"), CellRecord(rung="a", node="n2", status="ok")]  # fmt: skip
+    assert [c.label() for c in still_to_run(each, records, "each")] == ["b@n1", "b@n2"]
+    assert [c.label() for c in still_to_run(plan_cells(PLAN, "spread", NODES), records, "spread")] == ["b"]
+    assert [(r.rung, r.node, r.status) for r in last_records(records, "each")] == [
+        ("a", "n1", "ok"), ("b", "n1", "unreachable"), ("a", "n2", "ok")]  # fmt: skip
+
+
+def test_a_device_is_an_outlier_against_the_others_only_beyond_their_spread():
+    uniform = {f"n{i}": 100.0 + i for i in range(5)}
+    assert not _outliers("int4", "long decode tok/s", uniform), "a 4% wobble is not an outlier"
+    lagging = uniform | {"n9": 70.0}
+    found = _outliers("int4", "long decode tok/s", lagging)
+    assert [o.node for o in found] == ["n9"] and found[0].z < -3.5 and "0.69×" in found[0].describe()
+    assert not _outliers("int4", "long decode tok/s", {"a": 100.0, "b": 50.0}), "two devices: no majority"
+    assert not _outliers("int4", "startup s", {"a": 1.0, "b": 1.1, "c": 2.5}), "startup: 2 s are noise"
+    stat = Stat.of(list(lagging.values()))
+    assert stat.n == 6 and stat.p10 < stat.median < stat.p90
+
+
+def test_versions_that_differ_between_nodes_are_named():
+    found = versions_differing({"a": {"vllm": "0.11", "torch": "2.8"}, "b": {"vllm": "0.12", "torch": "2.8"}, "c": {}})
+    assert found == {
+        "torch": {"a": "2.8", "b": "2.8", "c": "absent"},
+        "vllm": {"a": "0.11", "b": "0.12", "c": "absent"},
+    }
+
+
+def test_nodes_are_their_devices_and_the_selector_names_what_matches_nothing():
+    raw = {"NodeID": "ab" * 28, "Alive": True, "NodeName": "thor-1", "NodeManagerAddress": "10.0.0.5",
+           "Resources": {"CPU": 14.0, "GPU": 1.0, "memory": 100 * 2**30}}  # fmt: skip
+    node = node_of(raw)
+    assert (node.kind, node.devices, node.name) == ("gpu", 1, "thor-1")
+    assert node_of(raw | {"Resources": {"CPU": 8.0, "ladder_device": 4.0}}).devices == 4
+    assert node_of(raw | {"Resources": {"memory": 1.0}}) is None, "a head without devices climbs nothing"
+    assert node_of(raw | {"Alive": False}) is None
+    assert [n.name for n in select(NODES, "n2")] == ["n2"] and select(NODES, "n*") == NODES
+    with pytest.raises(FleetError, match="--nodes jetson-9: no live node matches"):
+        select(NODES, "n1,jetson-9")
+
+
+def test_fleet_climb_refuses_bad_input_before_touching_a_cluster(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: p\nrungs: [{name: a, model: m}]\n")
+    r = runner.invoke(app, ["fleet", "climb", str(plan), "--mode", "both"])
+    assert r.exit_code == 2 and "--mode both: choose spread or each" in r.output
+    r = runner.invoke(app, ["fleet", "climb", str(plan), "--resume", str(tmp_path)])
+    assert r.exit_code == 2 and "not a fleet run directory" in r.output
+    (tmp_path / "results.jsonl").write_text("")
+    r = runner.invoke(app, ["fleet", "climb", str(plan), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "holds a run already" in r.output
+
+
+def test_without_ray_the_fleet_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    from llm_ladder.fleet import require_ray
+
+    with pytest.raises(FleetError, match=r"install llm-ladder\[fleet\]"):
+        require_ray()
+
+
+def test_an_address_without_a_ray_head_is_one_line_at_once_not_minutes_of_retries():
+    from llm_ladder.engines.process import free_port
+    from llm_ladder.fleet.connect import connect
+
+    pytest.importorskip("ray")
+    with pytest.raises(FleetError, match=r"no Ray cluster at 127.0.0.1:\d+: Connection refused"):
+        connect(f"127.0.0.1:{free_port()}")
+    with pytest.raises(FleetError, match="Ray Client addresses are not supported"):
+        connect("ray://10.0.0.1:10001")
+    with pytest.raises(FleetError, match="expected host:port"):
+        connect("headnode")
