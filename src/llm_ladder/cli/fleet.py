@@ -92,20 +92,42 @@ def fleet_push(
         int, typer.Option(min=1, max=64, help="Copies one node sends at once (the tree's fan-out).")
     ] = 2,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds a node may take to receive it.")] = 1800,
+    compile_cache: Annotated[
+        bool,
+        typer.Option(
+            "--compile-cache",
+            help="Also this machine's vLLM compile cache, to the nodes with the same vLLM, torch and CPU/GPU: "
+            "their first start loads it instead of compiling.",
+        ),
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash every file a node already has (default: sizes only).")
+    ] = False,
     models_dir: ModelsDir = None,
 ) -> None:
     """Copy a model store entry to every node once, checked against its sha256 manifest on arrival."""
+    from llm_ladder.fleet.compile_cache import push_compile_cache
     from llm_ladder.fleet.connect import alive_nodes, connect, select
     from llm_ladder.fleet.push import push_model
 
     try:
         connect(address)
         targets = select(alive_nodes(), nodes)
-        report = push_model(model, ModelStore(models_dir), targets, parallel=parallel, timeout_s=timeout,
-                            notify=console.print)  # fmt: skip
+        reports = [push_model(model, ModelStore(models_dir), targets, parallel=parallel, timeout_s=timeout,
+                              notify=console.print, full_check=verify)]  # fmt: skip
+        if compile_cache:
+            cached, _skipped = push_compile_cache(targets, parallel, timeout, console.print)
+            reports += cached
     except (ModelError, FleetError) as err:
         fail(str(err))
-    for node in report.nodes:
-        console.print(f"{node.node:<20} {node.status:<8} {node.seconds:7.1f} s  {node.reason or ''}", highlight=False)
-    if failed := [n.node for n in report.nodes if n.status == "failed"]:
-        fail(f"push failed on {', '.join(failed)}", code=1)
+    failed = set()
+    for report in reports:
+        kind = "model" if report is reports[0] else "compile cache"
+        console.print(f"[bold]{kind} {report.model}[/bold] ({report.bytes / 1e6:.1f} MB)")
+        for node in report.nodes:
+            console.print(
+                f"  {node.node:<20} {node.status:<8} {node.seconds:7.1f} s  {node.reason or ''}", highlight=False
+            )
+        failed |= {n.node for n in report.failed}
+    if failed:
+        fail(f"push failed on {', '.join(sorted(failed))}", code=1)

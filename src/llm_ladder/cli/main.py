@@ -345,4 +345,6 @@ import llm_ladder.cli.tune  # noqa: E402  (registers tune)
 def main() -> None:
     """Entry point for `python -m llm_ladder`."""
     sys.exit(app())
+
+
 import llm_ladder.cli.fleet  # noqa: E402, F401  (registers fleet climb|push)

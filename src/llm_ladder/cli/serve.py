@@ -122,8 +122,8 @@ def doctor(
 def _fleet_checks(address: str) -> list:
     from llm_ladder.fleet import FleetError
     from llm_ladder.fleet.connect import alive_nodes, connect
-    from llm_ladder.fleet.doctor import fleet_checks
     from llm_ladder.ops.doctor import Check
+    from llm_ladder.ops.fleet_doctor import fleet_checks
 
     try:
         connect(address)

@@ -106,3 +106,27 @@ def select(nodes: list[NodeInfo], selector: str | None) -> list[NodeInfo]:
 
 def _matches(node: NodeInfo, pattern: str) -> bool:
     return fnmatch.fnmatchcase(node.name, pattern) or (len(pattern) >= 6 and node.node_id.startswith(pattern))
+
+
+def probe_nodes(nodes: list[NodeInfo], timeout_s: float) -> dict[str, dict[str, Any] | str]:
+    """Each node's probe, or why there is none (no answer in time, the node died)."""
+    ray = require_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from llm_ladder.fleet.remote import probe
+
+    task = ray.remote(num_cpus=0, max_retries=0)(probe)
+    refs = {n.name: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
+            for n in nodes}  # fmt: skip
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    answers: dict[str, dict[str, Any] | str] = {}
+    for name, ref in refs.items():
+        if ref not in ready:
+            answers[name] = f"no answer within {timeout_s:.0f} s"
+            ray.cancel(ref, force=True)
+            continue
+        try:
+            answers[name] = ray.get(ref)
+        except Exception as err:  # the node died, or the probe failed there
+            answers[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return answers

@@ -40,11 +40,18 @@ class _Incoming:
     held: Counter[str] = field(default_factory=Counter)
 
 
+def node_root(root: str | None) -> Path:
+    """A Depot's directory on its node: a path, the node's model store (None), or its vLLM compile cache."""
+    from llm_ladder.fleet.compile_cache import TARGET, compile_cache_dir
+
+    return compile_cache_dir() if root == TARGET else store_dir(root)
+
+
 class Depot:
     """A node's model store as a Ray actor: says what it has, receives a copy, and serves the chunks it holds."""
 
     def __init__(self, root: str | None = None) -> None:
-        self.root = store_dir(root)
+        self.root = node_root(root)
         self._cond = threading.Condition()
         self._ready: dict[str, Manifest] = {}
         self._incoming: dict[str, _Incoming] = {}

@@ -7,6 +7,7 @@ summary.md, logprobs/, suites/, logs/), so `ladder report`, `compare`, `serve` a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ def latest_results(run_dir: RunDir, plan: Plan) -> list[RungResult]:
     return [last[r.name] for r in plan.rungs if r.name in last]
 
 
+NODE_KEYS = ("name", "id", "address", "device")
+
+
+def climbed_on(summary: RunSummary) -> dict[str, Any] | None:
+    """The machine the rungs ran on, when they all ran on alike ones (same hardware and versions): the run's host.
+    Otherwise None, and the driver's host stays (each rung keeps its own node)."""
+    hosts = [
+        {k: v for k, v in r.node.items() if k not in NODE_KEYS}
+        for r in summary.rungs
+        if r.node and r.node.get("hardware")
+    ]
+    alike = {json.dumps({k: h.get(k) for k in ("hardware", "packages", "cpus")}, sort_keys=True) for h in hosts}
+    return hosts[0] if hosts and len(alike) == 1 else None
+
+
 def finish(run_dir: RunDir, plan: Plan, models_dir: Path | None, notify: Any) -> RunSummary:
     """The climb's own end over the merged rungs: agreement, paired suites, greedy identity, the recommendation;
     results.json and summary.md written. A baseline pass (another engine's answers scored by the baseline's
@@ -67,6 +83,7 @@ def finish(run_dir: RunDir, plan: Plan, models_dir: Path | None, notify: Any) ->
     climber = Climber(plan, run_dir, EngineSet(plan.engine), ModelStore(models_dir), notify=notify)
     summary = climber.new_summary()
     summary.rungs = latest_results(run_dir, plan)
+    summary.host = climbed_on(summary) or summary.host
     summary = climber.finish(summary)
     run_dir.write_summary(summary, to_markdown(summary))
     return summary

@@ -79,10 +79,26 @@ def push_model(
     node; a node whose entry matches the manifest (sizes; every byte with full_check) is left as it is."""
     if not store.has(name):
         raise FleetError(f"model {name!r} is not in the store ({store.root}): ladder models pull {name}")
-    manifest = current_manifest(store.path(name))
+    return push_entry(name, store.root, nodes, None, parallel, timeout_s, notify, full_check, stall_s)
+
+
+def push_entry(
+    name: str,
+    source_root: Path,
+    nodes: list[NodeInfo],
+    target: str | None = None,
+    parallel: int = 2,
+    timeout_s: float = 900,
+    notify: Callable[[str], None] = print,
+    full_check: bool = False,
+    stall_s: float = STALL_S,
+) -> PushReport:
+    """Copy `source_root/name` to `name` under every node's `target` root (None: its model store; a token such as
+    compile_cache.TARGET is resolved on the node)."""
+    manifest = current_manifest(source_root / name)
     push = _Push(name, manifest, parallel, timeout_s, notify, stall_s)
     try:
-        return push.run(store.root, nodes, full_check)
+        return push.run(source_root, nodes, full_check, target)
     finally:
         push.close()
 
@@ -107,8 +123,8 @@ class _Push:
         self.began: dict[str, float] = {}
         self.attempts: Counter[str] = Counter()
 
-    def run(self, root: Path, nodes: list[NodeInfo], full_check: bool) -> PushReport:
-        self._spawn(root, nodes)
+    def run(self, root: Path, nodes: list[NodeInfo], full_check: bool, target: str | None = None) -> PushReport:
+        self._spawn(root, nodes, target)
         need = self._probe(full_check)
         if need:
             self._copy(need)
@@ -122,7 +138,7 @@ class _Push:
         for depot in self.depots.values():
             self.ray.kill(depot, no_restart=True)
 
-    def _spawn(self, root: Path, nodes: list[NodeInfo]) -> None:
+    def _spawn(self, root: Path, nodes: list[NodeInfo], target: str | None) -> None:
         here = self.ray.get_runtime_context().get_node_id()
         alive = {n["NodeID"]: n.get("NodeName") or n.get("NodeManagerAddress") for n in self.ray.nodes() if n["Alive"]}
         self.names[SOURCE] = alive.get(here, "driver")
@@ -130,7 +146,7 @@ class _Push:
         for node in nodes:
             self.names[node.node_id] = node.name
             if node.node_id in alive:
-                self.depots[node.node_id] = spawn_depot(node.node_id)
+                self.depots[node.node_id] = spawn_depot(node.node_id, target)
             else:
                 self._fail(node.node_id, "the node is not alive in the cluster")
 

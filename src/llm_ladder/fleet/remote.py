@@ -45,6 +45,7 @@ def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str) -> CellOutput:
     climb that rung; engines run under the parent guard and start offline (engines/process.py)."""
     from llm_ladder.climb.climber import Climber, host_info
     from llm_ladder.engines.base import EngineSet
+    from llm_ladder.measure.roofline import Bandwidth
     from llm_ladder.models.store import ModelStore
     from llm_ladder.outputs.results import RunDir
     from llm_ladder.plan.schema import Plan
@@ -61,8 +62,10 @@ def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str) -> CellOutput:
         _check_pushed(climber.sources.values())
         assert climber.rungs is not None
         result = climber.climb_rung(sub.rung(rung), climber.rungs[rung])
+        bandwidth = climber.bandwidth.model_dump() if isinstance(climber.bandwidth, Bandwidth) else None
+        host = host_info() | {"memory_bandwidth": bandwidth}
         return CellOutput(result=result.model_dump(mode="json"), requests=_requests(climber.run_dir, rung),
-                          files=_files(cell_dir, rung), host=host_info(), notes=notes)  # fmt: skip
+                          files=_files(cell_dir, rung), host=host, notes=notes)  # fmt: skip
     finally:
         shutil.rmtree(cell_dir, ignore_errors=True)
 

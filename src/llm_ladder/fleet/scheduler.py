@@ -34,6 +34,11 @@ def _climb_task() -> Any:
     return require_ray().remote(max_calls=1, max_retries=0)(climb_cell)
 
 
+def _alive(node: NodeInfo) -> bool:
+    ray = require_ray()
+    return any(n["NodeID"] == node.node_id and n.get("Alive") for n in ray.nodes())
+
+
 @dataclass
 class Outcome:
     cell: Cell
@@ -124,7 +129,7 @@ class Scheduler:
         self.on_outcome(Outcome(run.cell, run.node, record, output))
 
     def _classify(self, err: Exception, run: _Running) -> tuple[str, str]:
-        from ray.exceptions import RayTaskError, TaskCancelledError
+        from ray.exceptions import NodeDiedError, RayTaskError, TaskCancelledError
 
         if run.cancelled_at is not None:
             self._reap(run.node)
@@ -134,8 +139,13 @@ class Scheduler:
             self.free[run.node.name] += 1
             cause = err.cause if err.cause is not None else err
             return "failed", f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause) else ''}"
-        self.free[run.node.name] = 0  # the node (or its worker) is gone: nothing more is sent there
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not isinstance(err, NodeDiedError) and _alive(run.node):
+            # only the worker died (out of memory, killed): the node takes more cells
+            self._reap(run.node)
+            self.free[run.node.name] += 1
+            return "unreachable", f"the worker on {run.node.name} died: {type(err).__name__}: {first}"[:400]
+        self.free[run.node.name] = 0  # nothing more is sent to a lost node
         return "unreachable", f"node {run.node.name} lost: {type(err).__name__}: {first}"[:400]
 
     def _unplaceable(self, cell: Cell) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_ladder.fleet import require_ray
 from llm_ladder.fleet.aggregate import node_versions, versions_differing
-from llm_ladder.fleet.connect import NodeInfo
-from llm_ladder.fleet.remote import probe
+from llm_ladder.fleet.connect import NodeInfo, probe_nodes
 from llm_ladder.ops.doctor import Check
 
-PROBE_TIMEOUT_S = 60.0
 
-
-def fleet_checks(nodes: list[NodeInfo], timeout_s: float = PROBE_TIMEOUT_S) -> list[Check]:
+def fleet_checks(nodes: list[NodeInfo], timeout_s: float = 60.0) -> list[Check]:
     """One check per node (a node that does not answer within `timeout_s` fails), then one for versions."""
     answers = probe_nodes(nodes, timeout_s)
     checks = [_node_check(n, answers[n.name]) for n in nodes]
@@ -26,28 +22,6 @@ def fleet_checks(nodes: list[NodeInfo], timeout_s: float = PROBE_TIMEOUT_S) -> l
         same = ", ".join(f"{p} {v}" for p, v in sorted(next(iter(found.values())).items()))
         checks.append(Check(name="versions", status="ok", message=f"the same on every node: {same}"))
     return checks
-
-
-def probe_nodes(nodes: list[NodeInfo], timeout_s: float) -> dict[str, dict[str, Any] | str]:
-    """Each node's probe, or why there is none (no answer in time, the node died)."""
-    ray = require_ray()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    task = ray.remote(num_cpus=0, max_retries=0)(probe)
-    refs = {n.name: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote()
-            for n in nodes}  # fmt: skip
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-    answers: dict[str, dict[str, Any] | str] = {}
-    for name, ref in refs.items():
-        if ref not in ready:
-            answers[name] = f"no answer within {timeout_s:.0f} s"
-            ray.cancel(ref, force=True)
-            continue
-        try:
-            answers[name] = ray.get(ref)
-        except Exception as err:  # the node died, or the probe failed there
-            answers[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    return answers
 
 
 def _node_check(node: NodeInfo, answer: dict[str, Any] | str) -> Check:
