@@ -14,7 +14,7 @@
 
 Runs itself inside a private network namespace with only loopback (testing/ray_cluster.py); needs root.
 
-    .venv/bin/python bench/fleet_scaling.py [--rungs 8] [--seconds 30] [--nodes 1,2,4] [--push-mb 100]
+    .venv/bin/python bench/fleet_scaling.py [--rungs 8] [--seconds 60] [--nodes 1,2,4] [--push-mb 100]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def push_seconds(nodes: int, megabytes: int, root: Path) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rungs", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=30.0, help="each rung's fixed time (fake engine startup)")
+    p.add_argument("--seconds", type=float, default=60.0, help="each rung's fixed time (fake engine startup)")
     p.add_argument("--nodes", default="1,2,4")
     p.add_argument("--push-mb", type=int, default=100)
     p.add_argument("--push-nodes", default="1,2,4")

@@ -1,6 +1,7 @@
 """The fleet's parts that need no Ray: the parent guard, the cell environment, cells, aggregation, node selection,
 and `ladder fleet`'s input errors (the Ray tests: tests/fleet)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -178,3 +179,64 @@ def test_a_compile_cache_goes_only_to_nodes_with_the_same_vllm_torch_and_hardwar
 
     fit, skipped = fitting_nodes(NODES, {"n1": host_info(), "n2": "no answer within 60 s"})
     assert [n.name for n in fit] == ["n1"] and skipped == {"n2": "no answer: no answer within 60 s"}
+
+
+def test_a_resume_climbs_the_plan_the_run_began_with_and_refuses_other_settings(tmp_path):
+    from llm_ladder.fleet import climb as fleet
+
+    out = tmp_path / "run"
+    fleet.start(PLAN.select(["a"], 2), NODES, out, "spread", 60)
+    run, plan = fleet.resumed(out, None, None, None)
+    assert [r.name for r in plan.rungs] == ["a"] and plan.trials == 2 and run.nodes == ["n1", "n2"]
+    assert fleet.resumed(out, PLAN.select(["a"], 2), "spread", None)[1] == plan, "the same plan again is fine"
+    for args, message in [((PLAN, None, None), "began with another plan"), ((None, "each", None), "--mode spread"),
+                          ((None, None, "n1"), "no --nodes")]:  # fmt: skip
+        with pytest.raises(FleetError, match=message):
+            fleet.resumed(out, *args)
+    with pytest.raises(FleetError, match="holds a run already"):
+        fleet.start(PLAN, NODES, out, "spread", 60)
+
+
+def test_nodes_sharing_a_name_are_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from llm_ladder.fleet.connect import alive_nodes
+
+    raw = {"Alive": True, "NodeName": "thor", "NodeManagerAddress": "10.0.0.5", "Resources": {"GPU": 1.0}}
+    fake = SimpleNamespace(nodes=lambda: [raw | {"NodeID": "a" * 56}, raw | {"NodeID": "b" * 56}])
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with pytest.raises(FleetError, match="several nodes are called thor"):
+        alive_nodes()
+
+
+def test_a_shared_memory_segment_another_live_process_holds_is_not_left_behind(tmp_path):
+    from llm_ladder.measure.telemetry import SHM, _unheld
+
+    if not SHM.is_dir():
+        pytest.skip("no /dev/shm")
+    segment = SHM / f"ladder-test-{os.getpid()}"
+    segment.write_bytes(b"\0" * 4096)
+    holder = subprocess.Popen([sys.executable, "-c", f"f = open({str(segment)!r}); import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 10
+        while _unheld({segment}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _unheld({segment}) == set(), "held open by a live process: not this rung's leftover"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _unheld({segment}) == {segment}
+    segment.unlink()
+
+
+def test_nvml_counts_only_the_gpus_this_process_may_use(monkeypatch):
+    from llm_ladder.measure.nvml import visible
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible(4) == [0, 1, 2, 3]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert visible(4) == [2], "a fleet cell's one GPU"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5d1e, GPU-77aa")
+    assert visible(4) == [0, 1, 2, 3]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible(4) == []

@@ -9,6 +9,7 @@ import typer
 
 from llm_ladder.cli.common import ModelsDir, app, console, fail, interrupt_on_sigterm
 from llm_ladder.cli.plan import machine_plan
+from llm_ladder.engines.base import EngineError
 from llm_ladder.fleet import FleetError
 from llm_ladder.models.store import ModelError, ModelStore
 from llm_ladder.outputs.results import default_run_dir
@@ -24,18 +25,23 @@ Address = Annotated[
         envvar="RAY_ADDRESS", help="The Ray cluster: host:port of its head (`ray start --head` prints it), or auto."
     ),
 ]
+DriverModels = Annotated[
+    Path | None,
+    typer.Option("--models-dir", help="This machine's model store (each node uses its own: $LADDER_MODELS_DIR there)."),
+]
 Nodes = Annotated[str | None, typer.Option(help="Only these nodes: names, patterns (jetson-*) or node-id prefixes.")]
 
 
 @fleet_app.command("climb")
 def fleet_climb(
     plan: Annotated[
-        str | None, typer.Argument(help="Plan file or shipped plan name (default: `ladder plan auto`).")
+        str | None,
+        typer.Argument(help="Plan file or shipped plan name (default: `ladder plan auto`; --resume: the run's own)."),
     ] = None,
     address: Address = "auto",
     mode: Annotated[
-        str, typer.Option(help="spread: rungs in parallel, one run; each: the plan on every node.")
-    ] = "spread",
+        str | None, typer.Option(help="spread (default): rungs in parallel, one run; each: the plan on every node.")
+    ] = None,
     nodes: Nodes = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/<timestamp>-<plan>-fleet).")] = None,
     resume: Annotated[
@@ -48,23 +54,28 @@ def fleet_climb(
     cell_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds one rung may take on a node before it is cancelled.")
     ] = 3600,
-    models_dir: ModelsDir = None,
+    models_dir: DriverModels = None,
 ) -> None:
     """Climb a plan on a Ray cluster: rungs spread over the devices, or the whole plan on each node."""
     from llm_ladder.fleet import climb as fleet
     from llm_ladder.fleet.connect import alive_nodes, connect, select
     from llm_ladder.outputs.summary import to_table
 
-    if mode not in ("spread", "each"):
+    if mode not in (None, "spread", "each"):
         fail(f"--mode {mode}: choose spread or each")
     try:
-        the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(rung, trials)
-        path = resume or out or default_run_dir(f"{the_plan.name}-fleet")
-        run = fleet.resumed(path, the_plan) if resume else fleet.check_new(path)
+        if resume:
+            given = load_plan(plan).select(rung, trials) if plan or rung or trials else None
+            run, the_plan = fleet.resumed(resume, given, mode, nodes)
+            path = resume
+        else:
+            the_plan = (load_plan(plan) if plan else machine_plan(None, models_dir)).select(rung, trials)
+            path = out or default_run_dir(f"{the_plan.name}-fleet")
+            fleet.check_new(path)
         connect(address)
         live = alive_nodes()
-        if run is None:
-            run = fleet.start(the_plan, select(live, nodes), path, mode, cell_timeout)  # type: ignore[arg-type]
+        if not resume:
+            run = fleet.start(the_plan, select(live, nodes), path, mode or "spread", cell_timeout)  # type: ignore[arg-type]
     except (PlanError, ModelError, FleetError) as err:
         fail(str(err))
     interrupt_on_sigterm()
@@ -74,6 +85,8 @@ def fleet_climb(
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: cells cancelled, engines stopped, results so far in {path}[/yellow]")
         raise typer.Exit(130) from None
+    except (ModelError, EngineError) as err:  # the driver's own finish (a baseline pass): cells are kept
+        fail(f"{err}; the cells are in {path}/cells.jsonl")
     for name, summary in result.summaries.items():
         console.print(f"[bold]{name}[/bold]")
         console.print(to_table(summary))
@@ -89,7 +102,7 @@ def fleet_push(
     address: Address = "auto",
     nodes: Nodes = None,
     parallel: Annotated[
-        int, typer.Option(min=1, max=64, help="Copies one node sends at once (the tree's fan-out).")
+        int, typer.Option(min=1, max=4, help="Copies one node sends at once (the tree's fan-out).")
     ] = 2,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds a node may take to receive it.")] = 1800,
     compile_cache: Annotated[
@@ -110,6 +123,7 @@ def fleet_push(
     from llm_ladder.fleet.connect import alive_nodes, connect, select
     from llm_ladder.fleet.push import push_model
 
+    interrupt_on_sigterm()
     try:
         connect(address)
         targets = select(alive_nodes(), nodes)
@@ -120,6 +134,9 @@ def fleet_push(
             reports += cached
     except (ModelError, FleetError) as err:
         fail(str(err))
+    except KeyboardInterrupt:  # the push's actors are gone; a copy cut short stays in its .partial directory
+        console.print("[yellow]interrupted: no node has a half copy under the model's name[/yellow]")
+        raise typer.Exit(130) from None
     failed = set()
     for report in reports:
         kind = "model" if report is reports[0] else "compile cache"

@@ -181,13 +181,14 @@ class Climber:
             quick=self.quick_notes,
         )
 
-    def finish(self, summary: RunSummary) -> RunSummary:
+    def finish(self, summary: RunSummary, baseline_pass: bool = True) -> RunSummary:
         """What needs every rung measured: agreement with the baseline, the baseline's pass over other engines'
         answers, paired suites, greedy identity, the recommendation. `ladder fleet` calls it after merging."""
         comparisons = self.comparisons()
         comparisons.agreements(summary)
-        with self.phases("baseline pass"):
-            self._baseline_pass(summary)
+        if baseline_pass:
+            with self.phases("baseline pass"):
+                self._baseline_pass(summary)
         summary.phases = self.phases.rounded()
         comparisons.suites(summary)
         summary.recommendation = recommend(summary, self.plan.quality_budget, self.plan.objective)

@@ -23,7 +23,9 @@ GRACE_S = 30.0
 
 
 def command(cmd: list[str]) -> list[str]:
-    return [sys.executable, "-m", __name__, "--", *cmd]
+    """`cmd` under the guard, which is told this process's pid: a parent that died before the guard asked for
+    its signal is noticed, whoever adopted the guard."""
+    return [sys.executable, "-m", __name__, "--parent", str(os.getpid()), "--", *cmd]
 
 
 def _sigterm_when_parent_dies() -> None:
@@ -40,6 +42,8 @@ def _die_with_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     parent = os.getppid()
+    if argv[:1] == ["--parent"] and len(argv) > 1:
+        parent, argv = int(argv[1]), argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:

@@ -71,8 +71,9 @@ def entries(cache: Path) -> list[str]:
     names = sorted(d.name for d in cache.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not names:
         raise FleetError(f"the vLLM compile cache at {cache} is empty: climb once on this machine first")
-    for name in names:
-        (cache / name / COMPLETE_MARKER).touch()
+    for name in names:  # touched once only: a newer file would make every push hash the cache again
+        if not (marker := cache / name / COMPLETE_MARKER).exists():
+            marker.touch()
     return names
 
 

@@ -85,6 +85,9 @@ def alive_nodes() -> list[NodeInfo]:
     """The cluster's live nodes that have a device, by name."""
     ray = require_ray()
     nodes = [n for raw in ray.nodes() if (n := node_of(raw)) is not None]
+    names = [n.name for n in nodes]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise FleetError(f"several nodes are called {', '.join(twice)}: give each its own `ray start --node-name`")
     return sorted(nodes, key=lambda n: (n.name, n.node_id))
 
 

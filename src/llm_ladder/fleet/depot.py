@@ -22,7 +22,9 @@ from llm_ladder.fleet.manifest import MANIFEST_FILE, Manifest, read_manifest, ve
 from llm_ladder.models.store import COMPLETE_MARKER, store_dir
 
 ABSENT = "absent"
-DEPOT_THREADS = 8
+MAX_PARALLEL = 4
+DEPOT_THREADS = MAX_PARALLEL * 3 + 4
+"""Enough for MAX_PARALLEL children's PREFETCH chunk requests each, with threads left for inspect and abandon."""
 PREFETCH = 3
 """Chunk requests a node keeps in flight, so the next chunk travels while this one is written."""
 STALL_S = 60.0

@@ -76,14 +76,15 @@ def climbed_on(summary: RunSummary) -> dict[str, Any] | None:
     return hosts[0] if hosts and len(alike) == 1 else None
 
 
-def finish(run_dir: RunDir, plan: Plan, models_dir: Path | None, notify: Any) -> RunSummary:
+def finish(run_dir: RunDir, plan: Plan, models_dir: Path | None, notify: Any, baseline_pass: bool = True) -> RunSummary:
     """The climb's own end over the merged rungs: agreement, paired suites, greedy identity, the recommendation;
     results.json and summary.md written. A baseline pass (another engine's answers scored by the baseline's
-    engine) runs here, on the driver's machine, as a single-machine climb would run it."""
+    engine) runs here, on the driver's machine, as a single-machine climb would run it; not on the way out of a
+    Ctrl-C (`baseline_pass=False`)."""
     climber = Climber(plan, run_dir, EngineSet(plan.engine), ModelStore(models_dir), notify=notify)
     summary = climber.new_summary()
     summary.rungs = latest_results(run_dir, plan)
     summary.host = climbed_on(summary) or summary.host
-    summary = climber.finish(summary)
+    summary = climber.finish(summary, baseline_pass)
     run_dir.write_summary(summary, to_markdown(summary))
     return summary

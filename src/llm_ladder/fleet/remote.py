@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from llm_ladder.engines.process import FLEET_CELL
 from llm_ladder.engines.vllm import RUN_MARKER
 
-CELL_FILES = ("logprobs/{rung}.json", "suites/{rung}.jsonl", "logs/{rung}.log")
+LOCAL_ONLY = {"results.jsonl", "results.json", "summary.md"}
+"""A cell's files that stay on the node: its rung and requests travel as records, the summary is the driver's."""
 
 
 class CellOutput(BaseModel):
@@ -30,20 +31,23 @@ class CellOutput(BaseModel):
     requests: list[dict[str, Any]] = []
     """Its request records as results.jsonl holds them, without `type` and `time`."""
     files: dict[str, bytes] = {}
-    """Its files by path relative to the run directory: logprobs, suite items, the engine log, the load sweep."""
+    """Every file it wrote, by path relative to the run directory: logprobs, suite items, engine logs, the load
+    sweep, a llama.cpp reference's logits: what a single-machine climb would have in its run directory."""
     host: dict[str, Any] = {}
     notes: list[str] = []
 
 
-def cells_root(run_id: str) -> Path:
-    """Where a fleet run's cells climb on a node; the reaper looks for engines whose run dir is under it."""
-    return Path(tempfile.gettempdir()) / "ladder-fleet" / run_id
+def cells_root(run_id: str, cell_id: str | None = None) -> Path:
+    """Where a fleet run's cells (or one of them) climb on a node, resolved as engines record it: the reaper looks
+    for engines whose run directory is under it."""
+    root = Path(tempfile.gettempdir()).resolve() / "ladder-fleet" / run_id
+    return root / cell_id if cell_id else root
 
 
-def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str) -> CellOutput:
+def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str, cell_id: str) -> CellOutput:
     """Climb one rung of the plan on this node, exactly as `ladder climb --rung BASELINE --rung RUNG` would
     climb that rung; engines run under the parent guard and start offline (engines/process.py)."""
-    from llm_ladder.climb.climber import Climber, host_info
+    from llm_ladder.climb.climber import Climber
     from llm_ladder.engines.base import EngineSet
     from llm_ladder.measure.roofline import Bandwidth
     from llm_ladder.models.store import ModelStore
@@ -54,7 +58,8 @@ def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str) -> CellOutput:
     plan = Plan.model_validate(plan_data)
     names = list(dict.fromkeys([plan.baseline.name, rung]))
     sub = plan.select(names)
-    cell_dir = Path(tempfile.mkdtemp(prefix=f"{rung}-", dir=_mkdir(cells_root(run_id))))
+    cell_dir = cells_root(run_id, cell_id)
+    cell_dir.mkdir(parents=True)
     notes: list[str] = []
     try:
         climber = Climber(sub, RunDir(cell_dir), EngineSet(sub.engine), ModelStore(), notify=notes.append)
@@ -63,7 +68,7 @@ def climb_cell(plan_data: dict[str, Any], rung: str, run_id: str) -> CellOutput:
         assert climber.rungs is not None
         result = climber.climb_rung(sub.rung(rung), climber.rungs[rung])
         bandwidth = climber.bandwidth.model_dump() if isinstance(climber.bandwidth, Bandwidth) else None
-        host = host_info() | {"memory_bandwidth": bandwidth}
+        host = node_facts() | {"memory_bandwidth": bandwidth}
         return CellOutput(result=result.model_dump(mode="json"), requests=_requests(climber.run_dir, rung),
                           files=_files(cell_dir, rung), host=host, notes=notes)  # fmt: skip
     finally:
@@ -84,27 +89,21 @@ def _check_pushed(models: Any) -> None:
             raise ModelError(f"{model} does not match its push manifest ({'; '.join(problems[:3])}): push it again")
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _requests(run_dir: Any, rung: str) -> list[dict[str, Any]]:
     drop = ("type", "time")
     return [{k: v for k, v in e.items() if k not in drop} for e in run_dir.events() if e.get("type") == "request"]
 
 
 def _files(cell_dir: Path, rung: str) -> dict[str, bytes]:
-    paths = [cell_dir / f.format(rung=rung) for f in CELL_FILES]
-    load = cell_dir / "load" / rung
-    paths += sorted(p for p in load.rglob("*") if p.is_file()) if load.is_dir() else []
-    return {str(p.relative_to(cell_dir)): p.read_bytes() for p in paths if p.is_file()}
+    paths = sorted(p for p in cell_dir.rglob("*") if p.is_file() and str(p.relative_to(cell_dir)) not in LOCAL_ONLY)
+    return {str(p.relative_to(cell_dir)): p.read_bytes() for p in paths}
 
 
-def reap(run_id: str, grace_s: float = 10.0) -> list[int]:
-    """Stop every engine process on this node that a cell of `run_id` started and nobody stopped (its Ray worker
-    was force-cancelled or died): found by the run directory in its environment. Returns their pids."""
-    root = str(cells_root(run_id)) + os.sep
+def reap(run_id: str, cell_id: str | None = None, grace_s: float = 10.0) -> list[int]:
+    """Stop every engine process on this node that a cell of `run_id` (or only `cell_id`) started and nobody
+    stopped (its Ray worker was force-cancelled or died): found by the run directory in its environment. Returns
+    their pids; the cells' directories are removed."""
+    root = str(cells_root(run_id, cell_id)) + os.sep
     found = []
     for proc in psutil.process_iter():
         with suppress(psutil.Error):
@@ -117,22 +116,32 @@ def reap(run_id: str, grace_s: float = 10.0) -> list[int]:
     for proc in alive:
         with suppress(psutil.Error):
             proc.kill()
-    shutil.rmtree(cells_root(run_id), ignore_errors=True)
+    shutil.rmtree(cells_root(run_id, cell_id), ignore_errors=True)
     return [p.pid for p in found]
 
 
-def probe() -> dict[str, Any]:
-    """This node for `ladder doctor --fleet`: hardware, versions, free memory, GPUs."""
+def node_facts() -> dict[str, Any]:
+    """What makes this node's numbers comparable with another's: host_info, plus the versions of Ray and this tool
+    and the GPU driver."""
     import ray
 
     from llm_ladder.climb.climber import host_info
     from llm_ladder.measure import nvml
 
-    info: dict[str, Any] = host_info() | {"free_memory_gib": round(psutil.virtual_memory().available / 2**30, 1)}
+    info: dict[str, Any] = host_info()
     info["packages"] = info["packages"] | {"ray": ray.__version__, "llm-ladder": _version("llm-ladder")}
+    with suppress(nvml.Unavailable), nvml.session() as session:
+        info["driver"] = session.driver()
+    return info
+
+
+def probe() -> dict[str, Any]:
+    """This node for `ladder doctor --fleet`: node_facts, free memory, GPUs."""
+    from llm_ladder.measure import nvml
+
+    info = node_facts() | {"free_memory_gib": round(psutil.virtual_memory().available / 2**30, 1)}
     try:
         with nvml.session() as session:
-            info["driver"] = session.driver()
             info["gpus"] = [_gpu(session, i) for i in range(len(session.handles))]
     except nvml.Unavailable as err:
         info["gpus"], info["gpu_note"] = [], str(err)

@@ -12,6 +12,7 @@ period, reaps what they left on every node, and re-raises.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ def _climb_task() -> Any:
     return require_ray().remote(max_calls=1, max_retries=0)(climb_cell)
 
 
+@cache
+def _reap_remote() -> Any:
+    return require_ray().remote(num_cpus=0, max_retries=0)(reap)
+
+
 def _alive(node: NodeInfo) -> bool:
     ray = require_ray()
     return any(n["NodeID"] == node.node_id and n.get("Alive") for n in ray.nodes())
@@ -51,6 +57,8 @@ class Outcome:
 class _Running:
     cell: Cell
     node: NodeInfo
+    cell_id: str
+    """The cell's own directory on the node: what the reaper may stop, leaving the node's other cells alone."""
     started: float
     cancelled_at: float | None = None
 
@@ -83,7 +91,7 @@ class Scheduler:
                 for ref in ready:
                     self._collect(ref, running.pop(ref))
                 self._enforce_deadlines(running)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or an error of ours while cells run: none is left running
             self._cancel_all(running)
             raise
 
@@ -94,8 +102,9 @@ class Scheduler:
                 continue
             queue.remove(cell)
             self.free[node.name] -= 1
-            ref = self._task(node).remote(self.plan_data, cell.rung, self.run_id)
-            running[ref] = _Running(cell, node, time.monotonic())
+            cell_id = f"{cell.rung}-{secrets.token_hex(4)}"
+            ref = self._task(node).remote(self.plan_data, cell.rung, self.run_id, cell_id)
+            running[ref] = _Running(cell, node, cell_id, time.monotonic())
             self.notify(f"{cell.rung}: climbing on {node.name}")
 
     def _free_node(self, cell: Cell) -> NodeInfo | None:
@@ -115,6 +124,8 @@ class Scheduler:
 
     def _collect(self, ref: Any, run: _Running) -> None:
         ray = require_ray()
+        from ray.exceptions import RayError
+
         seconds = round(time.monotonic() - run.started, 1)
         record = CellRecord(rung=run.cell.rung, node=run.node.name, node_id=run.node.node_id, status="failed",
                             seconds=seconds)  # fmt: skip
@@ -124,7 +135,7 @@ class Scheduler:
             record.status = output.result["status"]
             record.reason = output.result.get("error")
             self.free[run.node.name] += 1
-        except Exception as err:  # Ray's errors: the cell's own (RayTaskError) or the node's
+        except RayError as err:  # the cell's own error (RayTaskError), or its worker's or node's end
             record.status, record.reason = self._classify(err, run)
         self.on_outcome(Outcome(run.cell, run.node, record, output))
 
@@ -132,7 +143,7 @@ class Scheduler:
         from ray.exceptions import NodeDiedError, RayTaskError, TaskCancelledError
 
         if run.cancelled_at is not None:
-            self._reap(run.node)
+            self._reap(run.node, run.cell_id)
             self.free[run.node.name] += 1
             return "unreachable", f"no result within {self.cell_timeout_s:.0f} s (--cell-timeout): cancelled"
         if isinstance(err, RayTaskError) and not isinstance(err, TaskCancelledError):
@@ -142,7 +153,7 @@ class Scheduler:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if not isinstance(err, NodeDiedError) and _alive(run.node):
             # only the worker died (out of memory, killed): the node takes more cells
-            self._reap(run.node)
+            self._reap(run.node, run.cell_id)
             self.free[run.node.name] += 1
             return "unreachable", f"the worker on {run.node.name} died: {type(err).__name__}: {first}"[:400]
         self.free[run.node.name] = 0  # nothing more is sent to a lost node
@@ -168,7 +179,7 @@ class Scheduler:
 
     def _cancel_all(self, running: dict[Any, _Running]) -> None:
         ray = require_ray()
-        self.notify(f"interrupted: cancelling {len(running)} running cell(s)")
+        self.notify(f"stopping: cancelling {len(running)} running cell(s)")
         for ref in running:
             ray.cancel(ref)
         refs = list(running)
@@ -177,17 +188,19 @@ class Scheduler:
             _, refs = ray.wait(refs, num_returns=len(refs), timeout=1.0)
         for ref in refs:
             ray.cancel(ref, force=True)
-        for node in self.nodes:
-            self._reap(node)
+        reaps = [self._reap_task(node).remote(self.run_id) for node in self.nodes]
+        ray.wait(reaps, num_returns=len(reaps), timeout=REAP_TIMEOUT_S)  # all nodes at once; a dead one is skipped
 
-    def _reap(self, node: NodeInfo) -> list[int]:
-        """Stop what cells left on `node` (best effort: a dead node cannot be reached, nor needs it)."""
+    def _reap(self, node: NodeInfo, cell_id: str) -> list[int]:
+        """Stop what one cell left on `node` (best effort: a dead node cannot be reached, nor needs it)."""
         ray = require_ray()
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-        task = ray.remote(num_cpus=0, max_retries=0)(reap).options(scheduling_strategy=strategy)
         try:
-            return ray.get(task.remote(self.run_id), timeout=REAP_TIMEOUT_S)
+            return ray.get(self._reap_task(node).remote(self.run_id, cell_id), timeout=REAP_TIMEOUT_S)
         except Exception:  # the node is gone or busy: its processes die with it, or with the parent guard
             return []
+
+    @staticmethod
+    def _reap_task(node: NodeInfo) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return _reap_remote().options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False))

@@ -5,6 +5,7 @@ there is no answer: no library, no driver or no GPU, which is expected on a CPU 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -45,12 +46,24 @@ def session(lib: Any = None) -> Iterator[Session]:
             lib.nvmlShutdown()
 
 
+def visible(count: int) -> list[int]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES's indices where it lists indices (a fleet cell's one
+    GPU, so that its memory and energy are not its neighbours'), else all. NVML itself ignores the variable."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return list(range(count))
+    items = [x.strip() for x in listed.split(",") if x.strip()]
+    if not all(x.isdigit() for x in items):  # UUIDs, MIG instances: not mapped here, every GPU counts
+        return list(range(count))
+    return [int(x) for x in items if int(x) < count]
+
+
 class Session:
     """The questions the tool asks NVML, over every GPU of the host."""
 
     def __init__(self, lib: Any) -> None:
         self.lib = lib
-        self.handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in range(lib.nvmlDeviceGetCount())]
+        self.handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in visible(lib.nvmlDeviceGetCount())]
 
     def name(self, index: int = 0) -> str:
         name = self.lib.nvmlDeviceGetName(self.handles[index])

@@ -74,7 +74,20 @@ class Snapshot:
             after.host_available_gib,
         )
         memory.gpu_used_before_gib, memory.gpu_used_after_gib = self.gpu_used_gib, after.gpu_used_gib
-        memory.shm_left_gib = sum(_size(p) for p in after.shm - self.shm) / GIB
+        memory.shm_left_gib = sum(_size(p) for p in _unheld(after.shm - self.shm)) / GIB
+
+
+def _unheld(paths: set[Path]) -> set[Path]:
+    """The segments no live process has open or mapped: another engine's (a fleet cell on the next GPU, a server
+    the user runs beside) are in use, not left behind by this rung."""
+    if not paths:
+        return paths
+    held: set[str] = set()
+    for proc in psutil.process_iter():
+        with suppress(psutil.Error):
+            held.update(m.path for m in proc.memory_maps(grouped=True))
+            held.update(f.path for f in proc.open_files())
+    return {p for p in paths if str(p) not in held}
 
 
 def _size(path: Path) -> int:
