@@ -65,21 +65,13 @@ def verify_entry(path: str | Path) -> list[str]:
     return verify(entry, manifest, full=False)
 
 
-def push_model(
-    name: str,
-    store: ModelStore,
-    nodes: list[NodeInfo],
-    parallel: int = 2,
-    timeout_s: float = 900,
-    notify: Callable[[str], None] = print,
-    full_check: bool = False,
-    stall_s: float = STALL_S,
-) -> PushReport:
-    """Copy store entry `name` from this (the driver's) node to every node's own store, `parallel` children per
-    node; a node whose entry matches the manifest (sizes; every byte with full_check) is left as it is."""
+def push_model(name: str, store: ModelStore, nodes: list[NodeInfo], **options: Any) -> PushReport:
+    """Copy store entry `name` from this (the driver's) node to every node's own store; `options` as push_entry's
+    (parallel children per node, timeout_s, notify, full_check, stall_s). A node whose entry matches the manifest
+    (sizes; every byte with full_check) is left as it is."""
     if not store.has(name):
         raise FleetError(f"model {name!r} is not in the store ({store.root}): ladder models pull {name}")
-    return push_entry(name, store.root, nodes, None, parallel, timeout_s, notify, full_check, stall_s)
+    return push_entry(name, store.root, nodes, None, **options)
 
 
 def push_entry(
