@@ -91,6 +91,7 @@ class Scheduler:
                 for ref in ready:
                     self._collect(ref, running.pop(ref))
                 self._enforce_deadlines(running)
+            self._reap_all()  # what cells of a lost worker left in the nodes' temp directories
         except BaseException:  # Ctrl-C, or an error of ours while cells run: none is left running
             self._cancel_all(running)
             raise
@@ -188,8 +189,13 @@ class Scheduler:
             _, refs = ray.wait(refs, num_returns=len(refs), timeout=1.0)
         for ref in refs:
             ray.cancel(ref, force=True)
-        reaps = [self._reap_task(node).remote(self.run_id) for node in self.nodes]
-        ray.wait(reaps, num_returns=len(reaps), timeout=REAP_TIMEOUT_S)  # all nodes at once; a dead one is skipped
+        self._reap_all()
+
+    def _reap_all(self) -> None:
+        """The whole run on every node at once (a dead node is skipped): nothing of it is left running or on disk."""
+        ray = require_ray()
+        reaps = [self._reap_task(node).remote(self.run_id) for node in self.nodes if node.node_id]
+        ray.wait(reaps, num_returns=len(reaps), timeout=REAP_TIMEOUT_S)
 
     def _reap(self, node: NodeInfo, cell_id: str) -> list[int]:
         """Stop what one cell left on `node` (best effort: a dead node cannot be reached, nor needs it)."""

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -84,7 +85,11 @@ def local_cluster(
 
         ray.shutdown()  # Ray refuses to remove the head a driver is attached to
         cluster.shutdown()
-        shutil.rmtree(short, ignore_errors=True)
+        for _ in range(5):  # Ray's log monitor may still write into its session directory for a moment
+            shutil.rmtree(short, ignore_errors=True)
+            if not os.path.exists(short):
+                break
+            time.sleep(0.5)
 
 
 def add_node(cluster: Any, i: int, devices: int = 1, env: dict[str, str] | None = None, store_mb: int = 150) -> Any:
