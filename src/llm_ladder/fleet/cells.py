@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from llm_ladder.fleet.connect import NodeInfo
 from llm_ladder.outputs.jsonl import append_line, read_lines
 from llm_ladder.plan.schema import Plan
 
@@ -49,11 +48,11 @@ class CellRecord(BaseModel):
         return Cell(rung=self.rung, node=self.node if mode == "each" else None)
 
 
-def plan_cells(plan: Plan, mode: Mode, nodes: list[NodeInfo]) -> list[Cell]:
-    """`spread`: every rung once; `each`: every rung on every node, node by node."""
+def plan_cells(plan: Plan, mode: Mode, nodes: list[str]) -> list[Cell]:
+    """`spread`: every rung once; `each`: every rung on every named node, node by node."""
     if mode == "spread":
         return [Cell(rung=r.name) for r in plan.rungs]
-    return [Cell(rung=r.name, node=n.name) for n in nodes for r in plan.rungs]
+    return [Cell(rung=r.name, node=n) for n in nodes for r in plan.rungs]
 
 
 def append_record(out: Path, record: CellRecord) -> None:

@@ -106,7 +106,7 @@ def climb(
     """Climb every cell still to run on the live nodes among the run's; results.json and fleet.md are written at
     the end, or at Ctrl-C with what was done."""
     nodes = [n for n in live if n.name in run.nodes]
-    cells = plan_cells(plan, run.mode, [*nodes, *_gone(run, nodes)])
+    cells = plan_cells(plan, run.mode, run.nodes)  # a node gone since keeps its cells: they end unreachable
     todo = still_to_run(cells, load_records(out), run.mode)
     notify(f"{len(todo)} of {len(cells)} cell(s) to climb on {len(nodes)} node(s): {', '.join(run.nodes)}")
 
@@ -125,13 +125,6 @@ def climb(
             notify(f"the results so far are in {out}/cells.jsonl and results.jsonl; summaries failed: {err}")
         raise
     return conclude(plan, run, out, notify, models_dir)
-
-
-def _gone(run: FleetRun, live: list[NodeInfo]) -> list[NodeInfo]:
-    """Stand-ins for the run's nodes that are no longer in the cluster: their cells end unreachable."""
-    names = {n.name for n in live}
-    return [NodeInfo(node_id="", name=name, address="", devices=0, kind="cpu", memory_gib=0)
-            for name in run.nodes if name not in names]  # fmt: skip
 
 
 def conclude(

@@ -53,11 +53,7 @@ def merge(run_dir: RunDir, plan: Plan, outcome: Outcome) -> RungResult:
 
 def latest_results(run_dir: RunDir, plan: Plan) -> list[RungResult]:
     """Each plan rung's last record, in plan order (a rung never climbed is left out)."""
-    last: dict[str, RungResult] = {}
-    for event in run_dir.events():
-        if event.get("type") == "rung":
-            result = RungResult.model_validate({k: v for k, v in event.items() if k not in ("type", "time")})
-            last[result.name] = result
+    last = run_dir.last_rungs()
     return [last[r.name] for r in plan.rungs if r.name in last]
 
 

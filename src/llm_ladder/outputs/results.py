@@ -171,17 +171,18 @@ class RunDir:
     def events(self) -> list[dict[str, Any]]:
         return read_lines(self.jsonl)
 
-    def completed_rungs(self) -> dict[str, RungResult]:
-        """Rungs whose final record says ok; a later record for the same rung wins."""
-        done: dict[str, RungResult] = {}
+    def last_rungs(self) -> dict[str, RungResult]:
+        """Each rung's last record, whatever its status."""
+        last: dict[str, RungResult] = {}
         for event in self.events():
             if event.get("type") == "rung":
-                fields = {k: v for k, v in event.items() if k not in ("type", "time")}
-                result = RungResult.model_validate(fields)
-                done.pop(result.name, None)
-                if result.status == "ok":
-                    done[result.name] = result
-        return done
+                result = RungResult.model_validate({k: v for k, v in event.items() if k not in ("type", "time")})
+                last[result.name] = result
+        return last
+
+    def completed_rungs(self) -> dict[str, RungResult]:
+        """Rungs whose final record says ok; a later record for the same rung wins."""
+        return {name: r for name, r in self.last_rungs().items() if r.status == "ok"}
 
     def write_summary(self, summary: RunSummary, markdown: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
