@@ -13,7 +13,6 @@ The rules are what was measured or read in the engines' source (DESIGN.md, "fact
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,42 +55,23 @@ class Ladder:
         return any(r["name"] == name for r in self.rungs)
 
 
-def _linear_shape(model_dir: Path | None) -> tuple[int, int]:
-    """(in, out) of the model's MLP up-projection, the decode step's typical matmul; 4096×14336 if unknown."""
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text()) if model_dir else {}
-    except OSError:
-        cfg = {}
-    return int(cfg.get("hidden_size", 4096)), int(cfg.get("intermediate_size", 14336))
+EMULATED_BF16 = (
+    "bf16 is emulated here (no AVX512-BF16/AMX), yet vLLM's default and the faster decode: vLLM 0.32 on a 2-core "
+    "AVX2 EPYC decoded SmolLM2 long outputs at 13.2 tok/s in bf16, 8.5 in fp32; fp32 would shorten the climb "
+    "(its baseline rung took 769 s there against bf16's 1137: suites 73 s vs 332, answer scoring 21 vs 129, "
+    "agreement 15 vs 86), so `dtype: float32` in a plan trades that baseline's decode speed for a quicker climb"
+)
+"""Measured, not probed: a torch matmul probe picked fp32 on that machine (576×1536 at batch 1 on one core: bf16
+250 µs, fp32 125) and bf16 with an 8B shape or two threads, while vLLM's own kernels decode faster in bf16. And
+torchao's int4 CPU matmul is fast with bf16 activations only (576×1536, group 32: fp32 3.5 ms at batch 1 and 1343 ms
+at 512, bf16 0.30 and 38): a plan with an fp32 baseline should keep its int4 rungs in bf16."""
 
 
-def time_linear(dtype: str, shape: tuple[int, int], seconds: float = 0.3) -> float:
-    """Microseconds per batch-1 linear (one decode step's matmul) in `dtype` with torch on this CPU."""
-    import torch
-
-    weight = torch.randn(shape[1], shape[0]).to(getattr(torch, dtype))
-    x = torch.randn(1, shape[0]).to(weight.dtype)
-    for _ in range(10):
-        torch.nn.functional.linear(x, weight)
-    n, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        torch.nn.functional.linear(x, weight)
-        n += 1
-    return elapsed / n * 1e6
-
-
-def cpu_baseline_dtype(cpu: CpuInfo, shape: tuple[int, int], timer=time_linear) -> tuple[str, str]:
-    """bf16 where the CPU has it natively; elsewhere bf16 is emulated, so measure whether fp32 is faster."""
+def cpu_baseline_dtype(cpu: CpuInfo) -> tuple[str, str]:
+    """bf16 on every x86 CPU, as vLLM chooses: natively where the CPU has it, else emulated (see EMULATED_BF16)."""
     if cpu.native_bf16:
         return "bfloat16", "native bf16 (AVX512-BF16/AMX)"
-    try:
-        bf16, fp32 = timer("bfloat16", shape), timer("float32", shape)
-    except ImportError:
-        return "bfloat16", "bf16 is emulated here, and torch is not importable to measure fp32 against it"
-    measured = f"batch-1 linear {shape[0]}×{shape[1]}: bf16 {bf16:.0f} µs, fp32 {fp32:.0f} µs"
-    if fp32 < bf16:
-        return "float32", f"no native bf16 (emulated); {measured}: fp32 is faster"
-    return "bfloat16", f"no native bf16 (emulated), yet {measured}: bf16 is not slower"
+    return "bfloat16", EMULATED_BF16
 
 
 def _torchao_int4(group: int) -> dict[str, Any]:
@@ -101,12 +81,11 @@ def _torchao_int4(group: int) -> dict[str, Any]:
     }
 
 
-def cpu_ladder(model: str, cpu: CpuInfo, store: ModelStore, timer=time_linear) -> Ladder:
+def cpu_ladder(model: str, cpu: CpuInfo, store: ModelStore) -> Ladder:
     """The vLLM CPU ladder for a store model (quantized variants are made locally) on this ISA."""
     ladder = Ladder([], [])
     stored = store.has(model) or store.can_make(model)
-    shape = _linear_shape(store.path(model) if store.has(model) else None)
-    dtype, why = cpu_baseline_dtype(cpu, shape, timer)
+    dtype, why = cpu_baseline_dtype(cpu)
     base = "bf16" if dtype == "bfloat16" else "fp32"
     ladder.add({"name": base, "model": model, "dtype": dtype}, f"the quality baseline in {dtype}: {why}")
     _cpu_int8(ladder, model, cpu, stored, dtype)
@@ -176,7 +155,7 @@ def _cpu_int4(ladder: Ladder, model: str, cpu: CpuInfo, stored: bool, dtype: str
             "quantization": "torchao",
             "hf_overrides": _torchao_int4(group),
         },
-        f"torchao int4 weight-only (Int4CPULayout, every ISA), {why}",
+        f"torchao int4 weight-only (Int4CPULayout, every ISA, bf16 activations: its fast kernel), {why}",
         keeps_quality=bool(block),
     )
     if cpu.vllm_library == "_C_AVX2":
@@ -262,11 +241,11 @@ CPU_DEFAULTS = {"max_model_len": 2048, "env": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
 GPU_DEFAULTS = {"gpu_memory_utilization": 0.8, "max_model_len": 8192, "max_num_seqs": 8}
 
 
-def auto_plan(model: str | None, hw: Hardware, store: ModelStore, timer=time_linear) -> Plan:
+def auto_plan(model: str | None, hw: Hardware, store: ModelStore) -> Plan:
     """The plan for `model` (default: the embedded one) on this hardware; `plan.selection` says why."""
     model = model or DEFAULT_MODEL
     gpu = hw.gpu
-    ladder = gpu_ladder(model, gpu) if gpu else cpu_ladder(model, hw.cpu, store, timer)
+    ladder = gpu_ladder(model, gpu) if gpu else cpu_ladder(model, hw.cpu, store)
     defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
     raw = {
         "name": f"auto-{Path(model).name.lower()}-{gpu.arch.split()[0].lower() if gpu else hw.cpu.isa}",
