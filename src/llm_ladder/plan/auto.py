@@ -58,7 +58,7 @@ class Ladder:
 EMULATED_BF16 = (
     "bf16 is emulated here (no AVX512-BF16/AMX), yet vLLM's default and the faster decode: vLLM 0.32 on a 2-core "
     "AVX2 EPYC decoded SmolLM2 long outputs at 13.2 tok/s in bf16, 8.5 in fp32; fp32 would shorten the climb "
-    "(its baseline rung took 769 s there against bf16's 1137: suites 73 s vs 332, answer scoring 21 vs 129, "
+    "(its baseline rung took 769 s there against bf16's 1136: suites 73 s vs 332, answer scoring 21 vs 129, "
     "agreement 15 vs 86), so `dtype: float32` in a plan trades that baseline's decode speed for a quicker climb"
 )
 """Measured, not probed: a torch matmul probe picked fp32 on that machine (576×1536 at batch 1 on one core: bf16
