@@ -67,11 +67,9 @@ torchao's int4 CPU matmul is fast with bf16 activations only (576×1536, group 3
 at 512, bf16 0.30 and 38): a plan with an fp32 baseline should keep its int4 rungs in bf16."""
 
 
-def cpu_baseline_dtype(cpu: CpuInfo) -> tuple[str, str]:
-    """bf16 on every x86 CPU, as vLLM chooses: natively where the CPU has it, else emulated (see EMULATED_BF16)."""
-    if cpu.native_bf16:
-        return "bfloat16", "native bf16 (AVX512-BF16/AMX)"
-    return "bfloat16", EMULATED_BF16
+def cpu_baseline_reason(cpu: CpuInfo) -> str:
+    """Why the CPU baseline is bf16 on every x86 CPU, as vLLM chooses: native, or emulated (see EMULATED_BF16)."""
+    return "native bf16 (AVX512-BF16/AMX)" if cpu.native_bf16 else EMULATED_BF16
 
 
 def _torchao_int4(group: int) -> dict[str, Any]:
@@ -85,12 +83,13 @@ def cpu_ladder(model: str, cpu: CpuInfo, store: ModelStore) -> Ladder:
     """The vLLM CPU ladder for a store model (quantized variants are made locally) on this ISA."""
     ladder = Ladder([], [])
     stored = store.has(model) or store.can_make(model)
-    dtype, why = cpu_baseline_dtype(cpu)
-    base = "bf16" if dtype == "bfloat16" else "fp32"
-    ladder.add({"name": base, "model": model, "dtype": dtype}, f"the quality baseline in {dtype}: {why}")
+    dtype = "bfloat16"
+    ladder.add(
+        {"name": "bf16", "model": model, "dtype": dtype}, f"the quality baseline in {dtype}: {cpu_baseline_reason(cpu)}"
+    )
     _cpu_int8(ladder, model, cpu, stored, dtype)
     _cpu_int4(ladder, model, cpu, stored, dtype)
-    _cpu_speculation(ladder, base)
+    _cpu_speculation(ladder, "bf16")
     ladder.skip("fp8", _cpu_fp8_reason(cpu))
     return ladder
 
@@ -256,4 +255,4 @@ def auto_plan(model: str | None, hw: Hardware, store: ModelStore) -> Plan:
     return parse_plan(raw, "plan auto")
 
 
-__all__ = ["Choice", "Selection", "auto_plan", "cpu_baseline_dtype", "cpu_ladder", "gpu_ladder"]
+__all__ = ["Choice", "Selection", "auto_plan", "cpu_baseline_reason", "cpu_ladder", "gpu_ladder"]
